@@ -1,0 +1,158 @@
+//! Peer calls over gRPC (tonic): the client [`GrpcTransport`] with one
+//! cached channel per peer, and the server-side [`PeerService`] that checks
+//! credentials before anything else.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Request, Response, Status};
+
+use super::peer::{
+    BoxFuture, Credentials, PeerHandler, PeerIdentity, PeerResponse, PeerRpc, Transport,
+    TransportError,
+};
+use super::types::{NodeId, FORMAT_VERSION};
+use crate::pb::peer::peer_client::PeerClient;
+use crate::pb::peer::peer_server::{Peer, PeerServer};
+use crate::pb::peer::{PeerReply, PeerRequest};
+
+/// How long a connection attempt to a peer may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Sends peer calls over gRPC, one lazily connected channel per address.
+#[derive(Default)]
+pub struct GrpcTransport {
+    channels: Mutex<HashMap<String, Channel>>,
+}
+
+impl GrpcTransport {
+    pub fn new() -> Arc<Self> {
+        Arc::new(GrpcTransport::default())
+    }
+
+    fn channel(&self, addr: &str) -> Result<Channel, TransportError> {
+        let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(ch) = channels.get(addr) {
+            return Ok(ch.clone());
+        }
+        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| TransportError::Unreachable(format!("bad peer address {addr:?}: {e}")))?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(5))
+            .keep_alive_timeout(Duration::from_secs(5));
+        let ch = endpoint.connect_lazy();
+        channels.insert(addr.to_string(), ch.clone());
+        Ok(ch)
+    }
+}
+
+/// Maps a gRPC status from a peer to what the caller can conclude.
+fn status_to_transport(addr: &str, s: &Status) -> TransportError {
+    match s.code() {
+        Code::Unauthenticated | Code::PermissionDenied => {
+            TransportError::Refused(format!("{addr}: {}", s.message()))
+        }
+        // tonic reports connection failures (refused, reset before the
+        // request went out, connect timeout) as Unavailable.
+        Code::Unavailable => TransportError::Unreachable(format!("{addr}: {}", s.message())),
+        _ => TransportError::Failed(format!("{addr}: {}: {}", s.code(), s.message())),
+    }
+}
+
+impl Transport for GrpcTransport {
+    fn call(
+        &self,
+        _target: NodeId,
+        addr: &str,
+        creds: Credentials,
+        rpc: PeerRpc,
+        timeout: Duration,
+    ) -> BoxFuture<Result<PeerResponse, TransportError>> {
+        let addr = addr.to_string();
+        let channel = self.channel(&addr);
+        Box::pin(async move {
+            let channel = channel?;
+            let payload = serde_json::to_vec(&rpc)
+                .map_err(|e| TransportError::Unreachable(format!("cannot encode call: {e}")))?;
+            let mut req = Request::new(PeerRequest {
+                scope: creds.scope,
+                cluster_id: creds.cluster_id,
+                from: creds.from,
+                secret: creds.secret,
+                format: u32::from(FORMAT_VERSION),
+                payload,
+            });
+            req.set_timeout(timeout);
+            let mut client = PeerClient::new(channel);
+            let reply = match tokio::time::timeout(timeout, client.call(req)).await {
+                Err(_) => {
+                    return Err(TransportError::Failed(format!(
+                        "{addr}: timed out after {timeout:?}"
+                    )))
+                }
+                Ok(Err(status)) => return Err(status_to_transport(&addr, &status)),
+                Ok(Ok(r)) => r.into_inner(),
+            };
+            decode_reply(&addr, &reply)
+        })
+    }
+}
+
+fn decode_reply(addr: &str, reply: &PeerReply) -> Result<PeerResponse, TransportError> {
+    if reply.format > u32::from(FORMAT_VERSION) {
+        return Err(TransportError::Failed(format!(
+            "{addr} answered in format {}, newer than this release reads ({FORMAT_VERSION})",
+            reply.format
+        )));
+    }
+    serde_json::from_slice(&reply.payload)
+        .map_err(|e| TransportError::Failed(format!("{addr} sent an unreadable answer: {e}")))
+}
+
+/// The gRPC `Peer` service: credentials first, then the handler.
+pub struct PeerService {
+    identity: Arc<PeerIdentity>,
+    handler: Arc<dyn PeerHandler>,
+}
+
+impl PeerService {
+    pub fn server(identity: Arc<PeerIdentity>, handler: Arc<dyn PeerHandler>) -> PeerServer<Self> {
+        PeerServer::new(PeerService { identity, handler })
+            .max_decoding_message_size(64 * 1024 * 1024)
+            .max_encoding_message_size(64 * 1024 * 1024)
+    }
+}
+
+#[tonic::async_trait]
+impl Peer for PeerService {
+    async fn call(&self, request: Request<PeerRequest>) -> Result<Response<PeerReply>, Status> {
+        let req = request.into_inner();
+        let creds = Credentials {
+            scope: req.scope,
+            cluster_id: req.cluster_id,
+            from: req.from,
+            secret: req.secret,
+        };
+        self.identity
+            .check(&creds)
+            .map_err(Status::unauthenticated)?;
+        if req.format > u32::from(FORMAT_VERSION) {
+            return Err(Status::failed_precondition(format!(
+                "peer call format {} is newer than this node reads ({FORMAT_VERSION}); upgrade this node",
+                req.format
+            )));
+        }
+        let rpc: PeerRpc = serde_json::from_slice(&req.payload)
+            .map_err(|e| Status::invalid_argument(format!("unreadable peer call: {e}")))?;
+        let resp = self.handler.handle(rpc).await;
+        let payload = serde_json::to_vec(&resp)
+            .map_err(|e| Status::internal(format!("cannot encode answer: {e}")))?;
+        Ok(Response::new(PeerReply {
+            format: u32::from(FORMAT_VERSION),
+            payload,
+        }))
+    }
+}

@@ -1,0 +1,94 @@
+//! The receiving side of peer calls: hands Raft RPCs to openraft, answers
+//! the bootstrap probe, and passes forwarded store requests to the store.
+
+use std::sync::Arc;
+
+use openraft::ServerState;
+
+use super::peer::{
+    BoxFuture, HelloInfo, PeerHandler, PeerIdentity, PeerResponse, PeerRpc, StoreError, StoreReply,
+    StoreRequest,
+};
+use super::types::Raft;
+
+/// Executes a store request on this node (the store layer implements it).
+pub trait StoreExecutor: Send + Sync + 'static {
+    fn execute(&self, req: StoreRequest) -> BoxFuture<Result<StoreReply, StoreError>>;
+}
+
+/// Dispatches authenticated peer calls.
+pub struct RaftPeerHandler {
+    raft: Raft,
+    name: String,
+    identity: Arc<PeerIdentity>,
+    store: Arc<dyn StoreExecutor>,
+}
+
+impl RaftPeerHandler {
+    pub fn new(
+        raft: Raft,
+        name: &str,
+        identity: Arc<PeerIdentity>,
+        store: Arc<dyn StoreExecutor>,
+    ) -> Arc<Self> {
+        Arc::new(RaftPeerHandler {
+            raft,
+            name: name.to_string(),
+            identity,
+            store,
+        })
+    }
+}
+
+/// The name openraft's server state goes by in status output.
+pub fn state_name(s: ServerState) -> &'static str {
+    match s {
+        ServerState::Learner => "learner",
+        ServerState::Follower => "follower",
+        ServerState::Candidate => "candidate",
+        ServerState::Leader => "leader",
+        ServerState::Shutdown => "shutdown",
+    }
+}
+
+/// This node's answer to a `Hello`.
+pub async fn hello(raft: &Raft, name: &str, identity: &PeerIdentity) -> HelloInfo {
+    let m = raft.metrics().borrow().clone();
+    let initialized = raft.is_initialized().await.unwrap_or(true);
+    HelloInfo {
+        node_id: m.id,
+        name: name.to_string(),
+        cluster_id: identity.cluster_id(),
+        initialized,
+        state: state_name(m.state).to_string(),
+        term: m.current_term,
+        last_log_index: m.last_log_index.unwrap_or(0),
+        current_leader: m.current_leader,
+    }
+}
+
+impl PeerHandler for RaftPeerHandler {
+    fn handle(&self, rpc: PeerRpc) -> BoxFuture<PeerResponse> {
+        let raft = self.raft.clone();
+        match rpc {
+            PeerRpc::AppendEntries(req) => {
+                Box::pin(async move { PeerResponse::AppendEntries(raft.append_entries(req).await) })
+            }
+            PeerRpc::Vote(req) => Box::pin(async move { PeerResponse::Vote(raft.vote(req).await) }),
+            PeerRpc::InstallSnapshot(req) => {
+                Box::pin(
+                    async move { PeerResponse::InstallSnapshot(raft.install_snapshot(req).await) },
+                )
+            }
+            PeerRpc::Hello => {
+                let name = self.name.clone();
+                let identity = self.identity.clone();
+                Box::pin(async move { PeerResponse::Hello(hello(&raft, &name, &identity).await) })
+            }
+            PeerRpc::Store(req) => {
+                let fut = self.store.execute(req);
+                Box::pin(async move { PeerResponse::Store(fut.await) })
+            }
+        }
+    }
+}
