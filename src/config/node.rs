@@ -1,0 +1,249 @@
+//! The small per-node sections: `log`, `restapi`, `tags`, `watchdog`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::de::{self, Deserializer, IgnoredAny, Visitor};
+use serde::Deserialize;
+
+use super::addr::{self, host_port_problem};
+use super::defaults;
+use super::validate::Problems;
+use super::value::Scalar;
+
+/// Logging, shared by both binaries.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// A `tracing_subscriber::EnvFilter` directive string (`info`,
+    /// `pgkeel=debug,openraft=info`); `RUST_LOG` overrides it.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: defaults::log_level(),
+        }
+    }
+}
+
+impl LogConfig {
+    pub(crate) fn check(&self, p: &mut Problems) {
+        if self.level.trim().is_empty() {
+            p.add(
+                "log.level",
+                format!(
+                    "is empty — write a log filter, e.g. {}",
+                    defaults::LOG_LEVEL
+                ),
+            );
+        } else if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&self.level) {
+            p.add("log.level", format!("\"{}\" is not a log filter ({e}) — write e.g. info, debug or pgkeel=debug,info", self.level));
+        }
+    }
+}
+
+/// The REST health/status API of a data node (Patroni-compatible paths).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestApiConfig {
+    /// Where the HTTP server binds.
+    #[serde(
+        default = "defaults::restapi_listen",
+        deserialize_with = "addr::restapi_listen"
+    )]
+    pub listen: SocketAddr,
+    /// `host:port` published in the member key (the API URL others use);
+    /// read it through [`RestApiConfig::connect_address`].
+    #[serde(default)]
+    pub connect_address: Option<String>,
+}
+
+impl Default for RestApiConfig {
+    fn default() -> Self {
+        RestApiConfig {
+            listen: defaults::RESTAPI_LISTEN,
+            connect_address: None,
+        }
+    }
+}
+
+impl RestApiConfig {
+    /// `connect_address`, else the listen address.
+    pub fn connect_address(&self) -> String {
+        self.connect_address
+            .clone()
+            .unwrap_or_else(|| self.listen.to_string())
+    }
+
+    pub(crate) fn check(&self, p: &mut Problems) {
+        match &self.connect_address {
+            Some(a) => p.add_opt("restapi.connect_address", host_port_problem(a, "10.0.0.1:8008")),
+            None if self.listen.ip().is_unspecified() => p.add(
+                "restapi.connect_address",
+                format!(
+                    "is needed because restapi.listen {} is a wildcard others cannot dial — set it to this host's address, e.g. 10.0.0.1:{}",
+                    self.listen,
+                    self.listen.port()
+                ),
+            ),
+            None => {}
+        }
+    }
+}
+
+/// Patroni tags: per-node failover policy plus free-form labels. Kept as a
+/// map so unknown tags pass through to the member key; the known ones are
+/// type-checked by `validate()` and read through the accessors.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(transparent)]
+pub struct Tags(pub BTreeMap<String, Scalar>);
+
+/// Tags Patroni gives a meaning to and that must be `true`/`false`.
+const BOOL_TAGS: [&str; 5] = [
+    "nofailover",
+    "clonefrom",
+    "nosync",
+    "noloadbalance",
+    "nostream",
+];
+
+impl Tags {
+    fn flag(&self, key: &str) -> bool {
+        self.0.get(key).and_then(Scalar::as_bool).unwrap_or(false)
+    }
+
+    /// Never promote this node.
+    pub fn nofailover(&self) -> bool {
+        self.flag("nofailover")
+    }
+
+    /// Other nodes may pg_basebackup from this one.
+    pub fn clonefrom(&self) -> bool {
+        self.flag("clonefrom")
+    }
+
+    /// Never a synchronous standby.
+    pub fn nosync(&self) -> bool {
+        self.flag("nosync")
+    }
+
+    /// Report this replica unhealthy to load balancers.
+    pub fn noloadbalance(&self) -> bool {
+        self.flag("noloadbalance")
+    }
+
+    /// Tie-breaker among equally advanced candidates; higher wins.
+    pub fn failover_priority(&self) -> i64 {
+        self.0
+            .get("failover_priority")
+            .and_then(Scalar::as_i64)
+            .unwrap_or(defaults::FAILOVER_PRIORITY)
+    }
+
+    /// The member this replica should stream from instead of the primary.
+    pub fn replicatefrom(&self) -> Option<&str> {
+        self.0.get("replicatefrom").and_then(Scalar::as_str)
+    }
+
+    pub(crate) fn check(&self, p: &mut Problems) {
+        for (key, value) in &self.0 {
+            let ok = match key.as_str() {
+                k if BOOL_TAGS.contains(&k) => value.as_bool().is_some(),
+                "failover_priority" => value.as_i64().is_some_and(|n| n >= 0),
+                "replicatefrom" => value.as_str().is_some_and(|s| !s.is_empty()),
+                _ => true,
+            };
+            if !ok {
+                let want = match key.as_str() {
+                    "failover_priority" => "a whole number, 0 or more",
+                    "replicatefrom" => "a member name",
+                    _ => "true or false",
+                };
+                p.add(
+                    format!("tags.{key}"),
+                    format!("\"{value}\" is not allowed — write {want}"),
+                );
+            }
+        }
+    }
+}
+
+/// The hardware watchdog that resets a hung primary before its lease ends.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchdogConfig {
+    /// Patroni's modes; `automatic` when the section is present without one.
+    #[serde(default)]
+    pub mode: WatchdogMode,
+    /// The watchdog device.
+    #[serde(default = "defaults::watchdog_device")]
+    pub device: PathBuf,
+    /// Accepted only to be refused with a pointer to `bootstrap.dcs`:
+    /// Patroni has a `watchdog.safety_margin`, pgkeel's is a lease setting.
+    #[serde(default)]
+    safety_margin: Option<IgnoredAny>,
+}
+
+impl WatchdogConfig {
+    pub(crate) fn check(&self, p: &mut Problems) {
+        if self.safety_margin.is_some() {
+            p.add("watchdog.safety_margin", "safety_margin is a lease setting, not a watchdog one — move it to bootstrap.dcs.safety_margin");
+        }
+        if self.mode != WatchdogMode::Off && self.device.as_os_str().is_empty() {
+            p.add(
+                "watchdog.device",
+                format!(
+                    "is empty — name the watchdog device, e.g. {}",
+                    defaults::WATCHDOG_DEVICE
+                ),
+            );
+        }
+    }
+}
+
+/// Whether the watchdog is used: `off` (YAML 1.1 parsers read it as `false`,
+/// which is accepted too), `automatic` (use it if the device opens) or
+/// `required` (refuse to run as primary without it).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum WatchdogMode {
+    Off,
+    #[default]
+    Automatic,
+    Required,
+}
+
+impl<'de> Deserialize<'de> for WatchdogMode {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = WatchdogMode;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("off, automatic or required")
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<WatchdogMode, E> {
+                if v {
+                    Err(E::custom(
+                        "true is not a watchdog mode — write off, automatic or required",
+                    ))
+                } else {
+                    Ok(WatchdogMode::Off)
+                }
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<WatchdogMode, E> {
+                match v.to_ascii_lowercase().as_str() {
+                    "off" => Ok(WatchdogMode::Off),
+                    "automatic" => Ok(WatchdogMode::Automatic),
+                    "required" => Ok(WatchdogMode::Required),
+                    _ => Err(E::custom(format!(
+                        "\"{v}\" is not a watchdog mode — write off, automatic or required"
+                    ))),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
