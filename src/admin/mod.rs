@@ -1,0 +1,166 @@
+//! The gRPC admin service (`proto/admin.proto`), served on the Raft port.
+//! Thin: it checks credentials, calls the store and converts to protobuf.
+
+mod convert;
+
+use tonic::{Request, Response, Status};
+
+use crate::consensus::handler::state_name;
+use crate::consensus::peer::StoreError;
+use crate::consensus::types::Expect;
+use crate::pb::admin as pb;
+use crate::pb::admin::admin_server::{Admin, AdminServer};
+use crate::store::{Consistency, Store};
+
+/// The admin service of one node.
+pub struct AdminService {
+    store: Store,
+    /// The bearer token mutating calls must present (raft.secret).
+    token: String,
+}
+
+impl AdminService {
+    pub fn server(store: Store, token: &str) -> AdminServer<Self> {
+        AdminServer::new(AdminService {
+            store,
+            token: token.to_string(),
+        })
+    }
+
+    fn authorize<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        let presented = req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        match presented {
+            Some(t) if t == self.token => Ok(()),
+            Some(_) => Err(Status::unauthenticated(
+                "wrong token: pass the cluster's raft.secret with --secret, PGKEEL_SECRET or -c CONFIG",
+            )),
+            None => Err(Status::unauthenticated(
+                "this call changes the store and needs the cluster's raft.secret: pass --secret, PGKEEL_SECRET or -c CONFIG",
+            )),
+        }
+    }
+}
+
+/// Maps a store error to the gRPC status an operator's tool should show.
+fn store_status(e: StoreError) -> Status {
+    match &e {
+        StoreError::NoQuorum { .. } | StoreError::Unreachable(_) | StoreError::NotLeader { .. } => {
+            Status::unavailable(e.to_string())
+        }
+        StoreError::Unknown(_) => Status::deadline_exceeded(e.to_string()),
+        StoreError::LeaseExpired { .. } | StoreError::LeaseNotFound { .. } => {
+            Status::failed_precondition(e.to_string())
+        }
+        StoreError::Refused(_) => Status::permission_denied(e.to_string()),
+        StoreError::Raft(_) => Status::internal(e.to_string()),
+    }
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn raft_status(
+        &self,
+        _req: Request<pb::RaftStatusRequest>,
+    ) -> Result<Response<pb::RaftStatusReply>, Status> {
+        let probes = self.store.probe_voters().await;
+        let m = self.store.raft().metrics().borrow().clone();
+        let leader_name = m
+            .current_leader
+            .and_then(|id| {
+                m.membership_config
+                    .membership()
+                    .get_node(&id)
+                    .map(|n| n.name.clone())
+            })
+            .unwrap_or_default();
+        let own_name = m
+            .membership_config
+            .membership()
+            .get_node(&m.id)
+            .map(|n| n.name.clone())
+            .unwrap_or_default();
+        Ok(Response::new(pb::RaftStatusReply {
+            scope: self.store.identity().scope.clone(),
+            cluster_id: self.store.identity().cluster_id(),
+            node_id: m.id,
+            node_name: own_name,
+            leader_id: m.current_leader.unwrap_or(0),
+            leader_name,
+            term: m.current_term,
+            commit_index: self.store.state_machine().last_applied_index().unwrap_or(0),
+            last_applied: m.last_applied.map(|l| l.index).unwrap_or(0),
+            last_log_index: m.last_log_index.unwrap_or(0),
+            state: state_name(m.state).to_string(),
+            voters: probes.into_iter().map(convert::voter).collect(),
+            store_revision: self.store.state_machine().read(|s| s.revision),
+        }))
+    }
+
+    async fn store_get(
+        &self,
+        req: Request<pb::StoreGetRequest>,
+    ) -> Result<Response<pb::StoreGetReply>, Status> {
+        let req = req.into_inner();
+        let consistency = if req.linearizable {
+            Consistency::Linearizable
+        } else {
+            Consistency::Local
+        };
+        let (revision, kvs) = self
+            .store
+            .range(&req.key, consistency)
+            .await
+            .map_err(store_status)?;
+        let kvs = kvs
+            .into_iter()
+            .filter(|kv| req.prefix || kv.key == req.key)
+            .map(convert::key_value)
+            .collect();
+        Ok(Response::new(pb::StoreGetReply { revision, kvs }))
+    }
+
+    async fn store_put(
+        &self,
+        req: Request<pb::StorePutRequest>,
+    ) -> Result<Response<pb::StoreWriteReply>, Status> {
+        self.authorize(&req)?;
+        let req = req.into_inner();
+        if req.key.is_empty() {
+            return Err(Status::invalid_argument(
+                "the key is empty; name the key to write",
+            ));
+        }
+        let revision = self
+            .store
+            .put(&req.key, &req.value, None, Expect::Any)
+            .await
+            .map_err(store_status)?
+            .map_err(|_| Status::aborted("the write lost a race; retry"))?;
+        Ok(Response::new(pb::StoreWriteReply { revision }))
+    }
+
+    async fn store_delete(
+        &self,
+        req: Request<pb::StoreDeleteRequest>,
+    ) -> Result<Response<pb::StoreWriteReply>, Status> {
+        self.authorize(&req)?;
+        let req = req.into_inner();
+        if req.key == "leader" {
+            // DESIGN.md: nothing but the holder or an Expire ends a live lease.
+            return Err(Status::failed_precondition(
+                "the leader key is bound to the holder's lease and is never deleted by hand; use a switchover",
+            ));
+        }
+        let revision = self
+            .store
+            .delete(&req.key, Expect::Any)
+            .await
+            .map_err(store_status)?
+            .map_err(|_| Status::aborted("the delete lost a race; retry"))?;
+        Ok(Response::new(pb::StoreWriteReply { revision }))
+    }
+}

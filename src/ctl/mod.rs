@@ -1,0 +1,209 @@
+//! `pgkeelctl`: the operator CLI, a gRPC client of the admin service.
+//!
+//! Exit codes: 0 done, 1 refused or failed (one sentence on stderr),
+//! 2 usage.
+
+mod output;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use tonic::metadata::MetadataValue;
+use tonic::transport::Endpoint;
+use tonic::Request;
+
+use crate::config::{self, Config, NodeKind};
+use crate::pb::admin as pb;
+use crate::pb::admin::admin_client::AdminClient;
+
+/// pgkeel's operator CLI.
+#[derive(Parser, Debug)]
+#[command(name = "pgkeelctl", version)]
+pub struct Cli {
+    /// gRPC address of any node (HOST:PORT).
+    #[arg(long, env = "PGKEEL_ENDPOINT", global = true)]
+    pub endpoint: Option<String>,
+    /// A node's config file: endpoint and secret are read from it.
+    #[arg(short = 'c', long = "config", env = "PGKEEL_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    /// The cluster secret, needed by calls that change anything.
+    #[arg(long, env = "PGKEEL_SECRET", global = true, hide_env_values = true)]
+    pub secret: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table, global = true)]
+    pub format: Format,
+    /// How long to wait for an answer.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration, global = true)]
+    pub timeout: Duration,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Raft consensus state.
+    Raft {
+        #[command(subcommand)]
+        command: RaftCommand,
+    },
+    /// Raw access to the cluster store (like etcdctl).
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RaftCommand {
+    /// Leader, term, and every voter's reachability and last log index.
+    Status,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum StoreCommand {
+    /// Read a key (or every key under a prefix).
+    Get {
+        key: String,
+        #[arg(long)]
+        prefix: bool,
+        /// Read through the Raft leader instead of the answering node's copy.
+        #[arg(long)]
+        linearizable: bool,
+    },
+    /// Write a key.
+    Put { key: String, value: String },
+    /// Delete a key.
+    Delete { key: String },
+}
+
+/// A failure to report: one sentence.
+#[derive(Debug)]
+pub struct CtlError(pub String);
+
+impl std::fmt::Display for CtlError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn load_config(path: &std::path::Path) -> Result<Config, CtlError> {
+    config::load(path, NodeKind::Data)
+        .or_else(|_| config::load(path, NodeKind::Witness))
+        .map_err(|e| CtlError(e.to_string()))
+}
+
+impl Cli {
+    fn resolve(&self) -> Result<(String, Option<String>), CtlError> {
+        let file = self.config.as_deref().map(load_config).transpose()?;
+        let endpoint = self
+            .endpoint
+            .clone()
+            .or_else(|| file.as_ref().map(|c| c.raft.advertise_address()))
+            .ok_or_else(|| {
+                CtlError(
+                    "no node to ask: pass --endpoint HOST:PORT, PGKEEL_ENDPOINT or -c CONFIG"
+                        .into(),
+                )
+            })?;
+        let secret = self.secret.clone().or_else(|| {
+            file.as_ref()
+                .and_then(|c| c.raft.secret().map(str::to_string))
+        });
+        Ok((endpoint, secret))
+    }
+}
+
+fn status_error(endpoint: &str, s: tonic::Status) -> CtlError {
+    match s.code() {
+        tonic::Code::Unavailable
+            if s.message().contains("transport") || s.message().contains("connect") =>
+        {
+            CtlError(format!(
+                "cannot reach {endpoint}: is pgkeel running there? ({})",
+                s.message()
+            ))
+        }
+        _ => CtlError(s.message().to_string()),
+    }
+}
+
+fn authorized<T>(msg: T, secret: &Option<String>) -> Result<Request<T>, CtlError> {
+    let mut req = Request::new(msg);
+    if let Some(s) = secret {
+        let value = MetadataValue::try_from(format!("Bearer {s}")).map_err(|_| {
+            CtlError("the secret holds characters that cannot be sent; check it".into())
+        })?;
+        req.metadata_mut().insert("authorization", value);
+    }
+    Ok(req)
+}
+
+/// Runs one command and returns what to print on stdout.
+pub async fn run(cli: Cli) -> Result<String, CtlError> {
+    let (endpoint, secret) = cli.resolve()?;
+    let channel = Endpoint::from_shared(format!("http://{endpoint}"))
+        .map_err(|e| CtlError(format!("--endpoint {endpoint:?} is not HOST:PORT: {e}")))?
+        .connect_timeout(cli.timeout)
+        .timeout(cli.timeout)
+        .connect()
+        .await
+        .map_err(|e| {
+            CtlError(format!(
+                "cannot reach {endpoint}: is pgkeel running there? ({e})"
+            ))
+        })?;
+    let mut client = AdminClient::new(channel);
+    match cli.command {
+        Command::Raft {
+            command: RaftCommand::Status,
+        } => {
+            let reply = client
+                .raft_status(pb::RaftStatusRequest {})
+                .await
+                .map_err(|s| status_error(&endpoint, s))?
+                .into_inner();
+            Ok(output::raft_status(&reply, cli.format))
+        }
+        Command::Store { command } => match command {
+            StoreCommand::Get {
+                key,
+                prefix,
+                linearizable,
+            } => {
+                let reply = client
+                    .store_get(pb::StoreGetRequest {
+                        key,
+                        prefix,
+                        linearizable,
+                    })
+                    .await
+                    .map_err(|s| status_error(&endpoint, s))?
+                    .into_inner();
+                Ok(output::store_get(&reply, cli.format))
+            }
+            StoreCommand::Put { key, value } => {
+                let reply = client
+                    .store_put(authorized(pb::StorePutRequest { key, value }, &secret)?)
+                    .await
+                    .map_err(|s| status_error(&endpoint, s))?
+                    .into_inner();
+                Ok(output::revision(reply.revision, cli.format))
+            }
+            StoreCommand::Delete { key } => {
+                let reply = client
+                    .store_delete(authorized(pb::StoreDeleteRequest { key }, &secret)?)
+                    .await
+                    .map_err(|s| status_error(&endpoint, s))?
+                    .into_inner();
+                Ok(output::revision(reply.revision, cli.format))
+            }
+        },
+    }
+}

@@ -1,0 +1,25 @@
+//! pgkeel: PostgreSQL high availability with the consensus layer embedded.
+//!
+//! Layers, bottom to top (arrows only point down; see DESIGN.md):
+//!
+//! - [`consensus`]: openraft type config, sled log store, state machine,
+//!   peer transport (gRPC). Commands flow leader → log → every voter's
+//!   state machine; changes flow state machine → watchers.
+//! - [`store`]: the cluster store the HA loop talks to: keys with
+//!   compare-and-set, leases whose expiry runs on the Raft leader's clock,
+//!   prefix watches, request forwarding to the leader.
+//! - [`admin`]: the gRPC admin service `pgkeelctl` talks to.
+//! - [`node`]: wiring: opens storage, starts Raft, bootstraps the cluster,
+//!   serves gRPC; used by both `pgkeel` and `pgkeel-witness`.
+//! - [`config`]: the YAML file of one node, validated on load.
+//! - [`clock`]: `CLOCK_BOOTTIME`, the lease holder's clock.
+
+pub mod admin;
+pub mod clock;
+pub mod config;
+pub mod consensus;
+pub mod ctl;
+pub mod entry;
+pub mod node;
+pub mod pb;
+pub mod store;

@@ -1,0 +1,80 @@
+//! Running a voter from its configuration file: what both binaries call.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+use super::{serve::serve, Voter, VoterSpec};
+use crate::clock::BootClock;
+use crate::config::Config;
+use crate::consensus::grpc::GrpcTransport;
+use crate::consensus::types::{Member, NodeId};
+
+/// The initial voters as the membership records them.
+pub fn members(config: &Config) -> BTreeMap<NodeId, Member> {
+    config
+        .raft
+        .peers
+        .iter()
+        .map(|p| {
+            (
+                p.id,
+                Member {
+                    name: p.name.clone(),
+                    addr: p.address.clone(),
+                    witness: p.witness,
+                },
+            )
+        })
+        .collect()
+}
+
+/// The voter spec of a validated configuration, talking gRPC.
+pub fn spec(config: &Config) -> anyhow::Result<VoterSpec> {
+    let raft = &config.raft;
+    let secret = raft
+        .secret()
+        .context("raft.secret is missing; set raft.secret or raft.secret_file")?;
+    Ok(VoterSpec {
+        node_id: raft.node_id,
+        name: config.name.clone(),
+        scope: config.scope.clone(),
+        secret: secret.to_string(),
+        peers: members(config),
+        data_dir: raft.data_dir.clone(),
+        heartbeat_interval: raft.heartbeat_interval,
+        election_timeout_min: raft.election_timeout_min,
+        election_timeout_max: raft.election_timeout_max,
+        request_timeout: raft.request_timeout,
+        snapshot_every: raft.snapshot_every,
+        cache_capacity: raft.cache_capacity,
+        transport: GrpcTransport::new(),
+        clock: Arc::new(BootClock),
+    })
+}
+
+/// Runs one voter (data node or witness) until `shutdown` completes.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let listen = config.raft.listen;
+    // Bind first: a port in use is a start-up error, before anything opens.
+    let listener = TcpListener::bind(listen).await.with_context(|| {
+        format!("cannot listen on raft.listen {listen}; is another process using it?")
+    })?;
+    let spec = spec(&config)?;
+    let token = spec.secret.clone();
+    let voter = Voter::start(spec).await?;
+    tracing::info!(
+        node = config.raft.node_id,
+        name = %config.name,
+        scope = %config.scope,
+        %listen,
+        "voter running"
+    );
+    let served = serve(&voter, listener, &token, shutdown).await;
+    tracing::info!("shutting down");
+    voter.stop().await;
+    served
+}
