@@ -1,0 +1,289 @@
+//! Real `pgkeel` / `pgkeel-witness` processes on loopback, started from the
+//! example configs with fresh ports and data directories, and `pgkeelctl`
+//! to talk to them. Every process is killed by PID when the cluster drops,
+//! also when a test panics.
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// A node of the example cluster: its config file and its process, if running.
+pub struct ProcNode {
+    pub name: String,
+    pub witness: bool,
+    pub config: PathBuf,
+    pub endpoint: String,
+    pub log: PathBuf,
+    child: Option<Child>,
+}
+
+pub struct ProcCluster {
+    pub dir: tempfile::TempDir,
+    pub nodes: BTreeMap<String, ProcNode>,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+impl ProcCluster {
+    /// Copies `config/examples/<example>/*.yaml` with new gRPC ports and a
+    /// temporary data directory. Nothing is started yet.
+    pub fn from_example(example: &str) -> ProcCluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("config/examples")
+            .join(example);
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&src)
+            .expect("example dir")
+            .map(|e| e.expect("entry").path())
+            .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+            .collect();
+        files.sort();
+        // Every gRPC address in the example files, in order, gets a new port.
+        let texts: Vec<String> = files
+            .iter()
+            .map(|f| std::fs::read_to_string(f).expect("read"))
+            .collect();
+        let mut ports: BTreeMap<String, String> = BTreeMap::new();
+        for t in &texts {
+            for line in t.lines().filter(|l| {
+                l.trim_start().starts_with("listen:") || l.contains("address: 127.0.0.1:")
+            }) {
+                if let Some(pos) = line.find("127.0.0.1:") {
+                    let addr: String = line[pos..]
+                        .chars()
+                        .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
+                        .collect();
+                    ports
+                        .entry(addr)
+                        .or_insert_with(|| format!("127.0.0.1:{}", free_port()));
+                }
+            }
+        }
+        let data = dir.path().join("data");
+        let mut nodes = BTreeMap::new();
+        for (file, text) in files.iter().zip(texts) {
+            let mut t = text.replace("data_dir: ./", &format!("data_dir: {}/", data.display()));
+            // Longest first, so 127.0.0.1:7001 never rewrites 127.0.0.1:70010.
+            let mut keys: Vec<_> = ports.keys().cloned().collect();
+            keys.sort_by_key(|k| std::cmp::Reverse(k.len()));
+            for k in keys {
+                t = t.replace(&k, &ports[&k]);
+            }
+            let name = file.file_stem().unwrap().to_string_lossy().to_string();
+            let path = dir.path().join(format!("{name}.yaml"));
+            std::fs::write(&path, &t).expect("write config");
+            let yaml: serde_norway::Value = serde_norway::from_str(&t).expect("example parses");
+            let endpoint = yaml["raft"]["listen"]
+                .as_str()
+                .expect("raft.listen")
+                .to_string();
+            nodes.insert(
+                name.clone(),
+                ProcNode {
+                    witness: name.starts_with("witness"),
+                    log: dir.path().join(format!("{name}.log")),
+                    name,
+                    config: path,
+                    endpoint,
+                    child: None,
+                },
+            );
+        }
+        ProcCluster { dir, nodes }
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.nodes.keys().cloned().collect()
+    }
+
+    pub fn start(&mut self, name: &str) {
+        let node = self.nodes.get_mut(name).expect("node");
+        assert!(node.child.is_none(), "{name} already runs");
+        let bin = if node.witness {
+            env!("CARGO_BIN_EXE_pgkeel-witness")
+        } else {
+            env!("CARGO_BIN_EXE_pgkeel")
+        };
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log)
+            .expect("log file");
+        let child = Command::new(bin)
+            .arg("--config")
+            .arg(&node.config)
+            .env("RUST_LOG", "pgkeel=info,openraft=warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn node");
+        tracing::info!(name, pid = child.id(), "started");
+        node.child = Some(child);
+    }
+
+    pub fn start_all(&mut self) {
+        for n in self.names() {
+            self.start(&n);
+        }
+    }
+
+    /// The PID of a running node.
+    pub fn pid(&self, name: &str) -> Option<u32> {
+        self.nodes[name].child.as_ref().map(Child::id)
+    }
+
+    /// SIGKILL, as a crash or an OOM kill would.
+    pub fn kill9(&mut self, name: &str) {
+        let node = self.nodes.get_mut(name).expect("node");
+        if let Some(mut child) = node.child.take() {
+            tracing::info!(name, pid = child.id(), "kill -9");
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn ctl(&self, via: &str, args: &[&str]) -> Output {
+        let node = &self.nodes[via];
+        Command::new(env!("CARGO_BIN_EXE_pgkeelctl"))
+            .arg("--config")
+            .arg(&node.config)
+            .arg("--endpoint")
+            .arg(&node.endpoint)
+            .args(args)
+            .output()
+            .expect("run pgkeelctl")
+    }
+
+    /// `pgkeelctl store put` through `via`.
+    pub fn put(&self, via: &str, key: &str, value: &str) -> Result<(), String> {
+        let out = self.ctl(via, &["store", "put", key, value]);
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+        }
+    }
+
+    /// Retries a put through `via` until it succeeds or `within` passes
+    /// (a Raft election may be under way).
+    pub fn put_eventually(&self, via: &str, key: &str, value: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            match self.put(via, key, value) {
+                Ok(()) => return,
+                Err(e) if Instant::now() < deadline => {
+                    tracing::info!(via, "put not yet accepted: {e}");
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(e) => panic!(
+                    "put {key} through {via} never succeeded: {e}\n{}",
+                    self.logs()
+                ),
+            }
+        }
+    }
+
+    /// The value of `key` read through `via` (linearizable or local).
+    pub fn get(&self, via: &str, key: &str, linearizable: bool) -> Result<Option<String>, String> {
+        let mut args = vec!["--format", "json", "store", "get", key];
+        if linearizable {
+            args.push("--linearizable");
+        }
+        let out = self.ctl(via, &args);
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+        }
+        let v: serde_json::Value =
+            serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
+        Ok(v["kvs"]
+            .as_array()
+            .and_then(|a| a.first())
+            .and_then(|kv| kv["value"].as_str())
+            .map(str::to_string))
+    }
+
+    /// `pgkeelctl raft status --format json` through `via`.
+    pub fn status(&self, via: &str) -> Option<serde_json::Value> {
+        let out = self.ctl(via, &["--format", "json", "raft", "status"]);
+        out.status
+            .success()
+            .then(|| serde_json::from_slice(&out.stdout).ok())
+            .flatten()
+    }
+
+    /// Waits until every running node reports the same leader and every
+    /// voter it lists as reachable.
+    pub fn wait_healthy(&self, within: Duration) {
+        let running: Vec<String> = self
+            .nodes
+            .values()
+            .filter(|n| n.child.is_some())
+            .map(|n| n.name.clone())
+            .collect();
+        let running: Vec<&str> = running.iter().map(String::as_str).collect();
+        self.wait_healthy_among(&running, within);
+    }
+
+    /// Like `wait_healthy`, for the named nodes only.
+    pub fn wait_healthy_among(&self, running: &[&str], within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let statuses: Vec<_> = running.iter().map(|n| self.status(n)).collect();
+            let ok = statuses.iter().all(|s| {
+                s.as_ref().is_some_and(|s| {
+                    !s["leader"].is_null()
+                        && s["voters"].as_array().is_some_and(|v| {
+                            v.iter().filter(|x| x["reachable"] == true).count() == running.len()
+                        })
+                })
+            }) && statuses.windows(2).all(|w| {
+                w[0].as_ref().map(|s| s["leader"].clone())
+                    == w[1].as_ref().map(|s| s["leader"].clone())
+            });
+            if ok {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "cluster not healthy within {within:?}: {statuses:?}\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// The tail of every node's log, for failure messages.
+    pub fn logs(&self) -> String {
+        self.nodes
+            .values()
+            .map(|n| {
+                let text = std::fs::read_to_string(&n.log).unwrap_or_default();
+                let tail: Vec<_> = text
+                    .lines()
+                    .rev()
+                    .take(15)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect();
+                format!("--- {} ---\n{}", n.name, tail.join("\n"))
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+impl Drop for ProcCluster {
+    fn drop(&mut self) {
+        for name in self.names() {
+            self.kill9(&name);
+        }
+    }
+}
