@@ -47,6 +47,21 @@ fn limit_malloc_arenas(arenas: i32) {
     let _ = arenas;
 }
 
+/// Hands freed heap back to the kernel now and then. glibc keeps freed
+/// memory in its arenas; after a burst (a snapshot, a catch-up of many log
+/// entries) that would stay as RSS for good.
+async fn trim_heap_periodically() {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
+    loop {
+        tick.tick().await;
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        // SAFETY: malloc_trim only releases free memory of the allocator.
+        unsafe {
+            libc::malloc_trim(0);
+        }
+    }
+}
+
 /// Loads `path` as `kind`, runs the voter and maps the outcome to an exit code.
 pub fn run_voter_binary(path: &Path, kind: NodeKind) -> ExitCode {
     let config = match config::load(path, kind) {
@@ -80,7 +95,13 @@ pub fn run_voter_binary(path: &Path, kind: NodeKind) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(crate::node::run::run(config, shutdown_signal())) {
+    let outcome = runtime.block_on(async {
+        let trimmer = tokio::spawn(trim_heap_periodically());
+        let outcome = crate::node::run::run(config, shutdown_signal()).await;
+        trimmer.abort();
+        outcome
+    });
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");

@@ -385,6 +385,21 @@ async fn without_a_quorum_a_write_fails_within_the_bound_saying_so() {
     c.stop().await;
 }
 
+async fn hello_to_node2(
+    c: &SimCluster,
+    creds: pgkeel::consensus::peer::Credentials,
+) -> Result<PeerResponse, TransportError> {
+    c.net
+        .call(
+            2,
+            &common::addr(2),
+            creds,
+            PeerRpc::Hello,
+            Duration::from_secs(1),
+        )
+        .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_with_the_wrong_secret_or_cluster_is_refused() {
     let c = SimCluster::start(3).await;
@@ -400,47 +415,20 @@ async fn a_peer_with_the_wrong_secret_or_cluster_is_refused() {
     }
     let mut creds = c.voters[&1].identity.credentials();
     creds.secret = "not-the-secret-0000000".into();
-    let r = c
-        .net
-        .call(
-            2,
-            &common::addr(2),
-            creds.clone(),
-            PeerRpc::Hello,
-            Duration::from_secs(1),
-        )
-        .await;
+    let r = hello_to_node2(&c, creds.clone()).await;
     assert!(
         matches!(r, Err(TransportError::Refused(ref m)) if m.contains("raft.secret")),
         "{r:?}"
     );
     creds.secret = common::SECRET.into();
     creds.cluster_id = "another-cluster".into();
-    let r = c
-        .net
-        .call(
-            2,
-            &common::addr(2),
-            creds.clone(),
-            PeerRpc::Hello,
-            Duration::from_secs(1),
-        )
-        .await;
+    let r = hello_to_node2(&c, creds.clone()).await;
     assert!(
         matches!(r, Err(TransportError::Refused(ref m)) if m.contains("never merged")),
         "{r:?}"
     );
     creds.cluster_id = c.voters[&1].identity.cluster_id();
-    let r = c
-        .net
-        .call(
-            2,
-            &common::addr(2),
-            creds,
-            PeerRpc::Hello,
-            Duration::from_secs(1),
-        )
-        .await;
+    let r = hello_to_node2(&c, creds).await;
     assert!(matches!(r, Ok(PeerResponse::Hello(_))), "{r:?}");
     c.stop().await;
 }

@@ -181,37 +181,32 @@ fn load_snapshot(tree: &sled::Tree) -> Result<Option<StoredSnapshot>, SmError> {
     else {
         return Ok(None);
     };
-    let stored: StoredSnapshot = serde_json::from_slice(&bytes).map_err(|e| {
-        StorageIOError::read_snapshot(None, &io_err(format!("corrupt snapshot: {e}")))
-    })?;
-    if stored.format > FORMAT_VERSION {
-        return Err(StorageIOError::read_snapshot(
-            None,
-            &io_err(format!(
-                "snapshot format {} is newer than this release reads ({FORMAT_VERSION}); upgrade pgkeel",
-                stored.format
-            )),
-        )
-        .into());
-    }
+    let stored: StoredSnapshot =
+        decode_versioned(&bytes, "snapshot", |s: &StoredSnapshot| s.format)?;
     Ok(Some(stored))
 }
 
 fn decode_data(bytes: &[u8]) -> Result<SnapshotData, SmError> {
-    let data: SnapshotData = serde_json::from_slice(bytes).map_err(|e| {
-        StorageIOError::read_snapshot(None, &io_err(format!("corrupt snapshot data: {e}")))
+    decode_versioned(bytes, "snapshot data", |d: &SnapshotData| d.format)
+}
+
+/// Decodes a snapshot part, refusing one written by a newer release.
+fn decode_versioned<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    what: &str,
+    format: impl Fn(&T) -> u16,
+) -> Result<T, SmError> {
+    let value: T = serde_json::from_slice(bytes).map_err(|e| {
+        StorageIOError::read_snapshot(None, &io_err(format!("corrupt {what}: {e}")))
     })?;
-    if data.format > FORMAT_VERSION {
-        return Err(StorageIOError::read_snapshot(
-            None,
-            &io_err(format!(
-                "snapshot data format {} is newer than this release reads ({FORMAT_VERSION})",
-                data.format
-            )),
-        )
-        .into());
+    let v = format(&value);
+    if v > FORMAT_VERSION {
+        let msg = format!(
+            "{what} format {v} is newer than this release reads ({FORMAT_VERSION}); upgrade pgkeel"
+        );
+        return Err(StorageIOError::read_snapshot(None, &io_err(msg)).into());
     }
-    Ok(data)
+    Ok(value)
 }
 
 async fn persist_snapshot(tree: &sled::Tree, stored: &StoredSnapshot) -> Result<(), SmError> {
@@ -361,5 +356,86 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             meta: s.meta,
             snapshot: Box::new(Cursor::new(s.data)),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::{CommittedLeaderId, Entry, EntryPayload};
+
+    use super::*;
+    use crate::consensus::types::{Command, Expect, Op};
+
+    fn entry(index: u64, op: Op) -> Entry<TypeConfig> {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(Command::new(op)),
+        }
+    }
+
+    fn put(index: u64, key: &str) -> Entry<TypeConfig> {
+        entry(
+            index,
+            Op::Put {
+                key: key.into(),
+                value: "v".into(),
+                lease: None,
+                expect: Expect::Any,
+            },
+        )
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_restores_the_state_on_reopen_and_watchers_get_a_reset() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let mut sm = StateMachine::open(&db).unwrap();
+        sm.apply(vec![put(1, "a"), put(2, "b")]).await.unwrap();
+        let snap = sm
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
+        assert_eq!(snap.meta.last_log_id.map(|l| l.index), Some(2));
+        drop(sm);
+
+        let mut reopened = StateMachine::open(&db).unwrap();
+        let (applied, _) = reopened.applied_state().await.unwrap();
+        assert_eq!(applied.map(|l| l.index), Some(2));
+        assert_eq!(reopened.handle().read(|s| s.kv.len()), 2);
+
+        // Installing a snapshot taken elsewhere replaces the state and
+        // tells watchers to start over.
+        let other_db = sled::open(dir.path().join("other")).unwrap();
+        let mut other = StateMachine::open(&other_db).unwrap();
+        let mut w = other.handle().watch("");
+        other.apply(vec![put(1, "stale")]).await.unwrap();
+        let data = snap.snapshot.into_inner();
+        other
+            .install_snapshot(&snap.meta, Box::new(Cursor::new(data)))
+            .await
+            .unwrap();
+        assert!(matches!(w.2.recv().await, Some(WatchEvent::Put { .. })));
+        match w.2.recv().await {
+            Some(WatchEvent::Reset { kvs, .. }) => {
+                let keys: Vec<_> = kvs.into_iter().map(|kv| kv.key).collect();
+                assert_eq!(keys, ["a", "b"]);
+            }
+            other => panic!("expected a reset, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_from_a_newer_release_is_refused() {
+        let data = serde_json::json!({
+            "format": FORMAT_VERSION + 1,
+            "last_applied": null,
+            "last_membership": StoredMembership::<NodeId, Member>::default(),
+            "state": KvState::default(),
+        });
+        let err = decode_data(&serde_json::to_vec(&data).unwrap()).unwrap_err();
+        assert!(err.to_string().contains("newer than this release"), "{err}");
+        assert!(decode_data(b"{not json").is_err());
     }
 }

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting, lints, the witness's dependency
+# boundary, and every test tier that runs here. CI runs exactly this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+./scripts/setup.sh
+
+echo "== cargo fmt --check"
+cargo fmt --check
+
+echo "== cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets -- -D warnings
+
+echo "== the witness build pulls in no PostgreSQL, REST or HA code"
+witness_deps=$(cargo tree -e normal --no-default-features --prefix none --format '{p}')
+if grep -E '^(tokio-postgres|axum) ' <<<"$witness_deps"; then
+    echo "FAIL: pgkeel-witness's dependency path includes the crates above" >&2
+    exit 1
+fi
+cargo build --release --no-default-features --bin pgkeel-witness
+
+echo "== cargo test"
+cargo test 2>&1 | tee "${TMPDIR:-/tmp}/pgkeel-test.log"
