@@ -21,4 +21,8 @@ fi
 cargo build --release --no-default-features --bin pgkeel-witness
 
 echo "== cargo test"
-cargo test 2>&1 | tee "${TMPDIR:-/tmp}/pgkeel-test.log"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --lib --bins --tests 2>&1 | tee "$log"
+# One closing line for the whole run, summed over every test binary.
+awk '/^test result:/ { p += $4; f += $6 } END { printf "summary: %d passed, %d failed\n", p, f }' "$log"

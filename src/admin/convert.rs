@@ -2,6 +2,7 @@
 
 use crate::consensus::types::KeyValue;
 use crate::pb::admin as pb;
+use crate::store::keys::MemberRecord;
 use crate::store::VoterProbe;
 
 pub fn key_value(kv: KeyValue) -> pb::KeyValue {
@@ -30,4 +31,90 @@ pub fn voter(p: VoterProbe) -> pb::Voter {
         state,
         error,
     }
+}
+
+/// Builds the `list` answer from the store's member records, the leader
+/// key and the Raft voters (the witness has no member record).
+pub fn members(
+    leader: Option<&str>,
+    records: &[MemberRecord],
+    voters: &[VoterProbe],
+) -> Vec<pb::MemberStatus> {
+    let leader_lsn = leader
+        .and_then(|l| records.iter().find(|r| r.name == l))
+        .and_then(|r| r.xlog_location);
+    let mut out: Vec<pb::MemberStatus> = records
+        .iter()
+        .map(|r| {
+            let is_leader = leader == Some(r.name.as_str());
+            let position = r
+                .received_location
+                .or(r.replayed_location)
+                .or(r.xlog_location);
+            let lag_bytes = if is_leader {
+                Some(0)
+            } else {
+                leader_lsn.zip(position).map(|(l, p)| l.saturating_sub(p))
+            };
+            pb::MemberStatus {
+                name: r.name.clone(),
+                host: r
+                    .conn_url
+                    .trim_start_matches("postgres://")
+                    .trim_end_matches('/')
+                    .to_string(),
+                role: if is_leader {
+                    "leader".into()
+                } else {
+                    r.role.clone()
+                },
+                state: r.state.clone(),
+                timeline: r.timeline.unwrap_or(0),
+                lag_bytes,
+                pending_restart: r.pending_restart,
+                tags: r
+                    .tags
+                    .iter()
+                    .map(|(k, v)| {
+                        (
+                            k.clone(),
+                            v.as_str().map_or_else(|| v.to_string(), str::to_string),
+                        )
+                    })
+                    .collect(),
+            }
+        })
+        .collect();
+    for v in voters {
+        if out.iter().any(|m| m.name == v.member.name) {
+            continue;
+        }
+        let (role, state) = if v.member.witness {
+            (
+                "witness",
+                if v.answer.is_ok() {
+                    "running"
+                } else {
+                    "unreachable"
+                },
+            )
+        } else {
+            (
+                "replica",
+                if v.answer.is_ok() {
+                    "no status"
+                } else {
+                    "unreachable"
+                },
+            )
+        };
+        out.push(pb::MemberStatus {
+            name: v.member.name.clone(),
+            role: role.into(),
+            state: state.into(),
+            ..Default::default()
+        });
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
 }

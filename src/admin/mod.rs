@@ -10,6 +10,7 @@ use crate::consensus::peer::StoreError;
 use crate::consensus::types::Expect;
 use crate::pb::admin as pb;
 use crate::pb::admin::admin_server::{Admin, AdminServer};
+use crate::store::keys::{self, MemberRecord};
 use crate::store::{Consistency, Store};
 
 /// The admin service of one node.
@@ -97,6 +98,42 @@ impl Admin for AdminService {
             state: state_name(m.state).to_string(),
             voters: probes.into_iter().map(convert::voter).collect(),
             store_revision: self.store.state_machine().read(|s| s.revision),
+        }))
+    }
+
+    async fn list_members(
+        &self,
+        _req: Request<pb::ListMembersRequest>,
+    ) -> Result<Response<pb::ListMembersReply>, Status> {
+        let (_, kvs) = self
+            .store
+            .range(keys::MEMBERS, Consistency::Local)
+            .await
+            .map_err(store_status)?;
+        let records: Vec<MemberRecord> = kvs
+            .iter()
+            .filter_map(
+                |kv| match keys::decode::<MemberRecord>(&kv.key, &kv.value) {
+                    Ok(r) => Some(r),
+                    Err(e) => {
+                        tracing::warn!("{e}");
+                        None
+                    }
+                },
+            )
+            .collect();
+        let leader = self
+            .store
+            .get(keys::LEADER, Consistency::Local)
+            .await
+            .map_err(store_status)?
+            .map(|kv| kv.value);
+        let voters = self.store.probe_voters().await;
+        Ok(Response::new(pb::ListMembersReply {
+            scope: self.store.identity().scope.clone(),
+            cluster_id: self.store.identity().cluster_id(),
+            leader: leader.clone().unwrap_or_default(),
+            members: convert::members(leader.as_deref(), &records, &voters),
         }))
     }
 

@@ -48,6 +48,8 @@ pub enum Format {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Every member: role, state, timeline, lag (like `patronictl list`).
+    List,
     /// Raft consensus state.
     Raft {
         #[command(subcommand)]
@@ -161,6 +163,14 @@ pub async fn run(cli: Cli) -> Result<String, CtlError> {
         })?;
     let mut client = AdminClient::new(channel);
     match cli.command {
+        Command::List => {
+            let reply = client
+                .list_members(pb::ListMembersRequest {})
+                .await
+                .map_err(|s| status_error(&endpoint, s))?
+                .into_inner();
+            Ok(output::list(&reply, cli.format))
+        }
         Command::Raft {
             command: RaftCommand::Status,
         } => {

@@ -149,3 +149,75 @@ pub fn revision(revision: u64, format: Format) -> String {
         Format::Table => format!("OK (revision {revision})"),
     }
 }
+
+pub fn list(r: &pb::ListMembersReply, format: Format) -> String {
+    match format {
+        Format::Json => json!({
+            "scope": r.scope,
+            "cluster_id": r.cluster_id,
+            "leader": if r.leader.is_empty() { None } else { Some(&r.leader) },
+            "members": r.members.iter().map(|m| json!({
+                "name": m.name,
+                "host": m.host,
+                "role": m.role,
+                "state": m.state,
+                "timeline": if m.timeline == 0 { None } else { Some(m.timeline) },
+                "lag": m.lag_bytes,
+                "pending_restart": m.pending_restart,
+                "tags": m.tags,
+            })).collect::<Vec<_>>(),
+        })
+        .to_string(),
+        Format::Table => {
+            let rows: Vec<Vec<String>> = r
+                .members
+                .iter()
+                .map(|m| {
+                    vec![
+                        m.name.clone(),
+                        if m.host.is_empty() {
+                            "-".into()
+                        } else {
+                            m.host.clone()
+                        },
+                        m.role.clone(),
+                        m.state.clone(),
+                        if m.timeline == 0 {
+                            "-".into()
+                        } else {
+                            m.timeline.to_string()
+                        },
+                        m.lag_bytes
+                            .map_or("-".into(), |b| format!("{:.1}", b as f64 / 1_048_576.0)),
+                        if m.pending_restart {
+                            "*".into()
+                        } else {
+                            String::new()
+                        },
+                    ]
+                })
+                .collect();
+            format!(
+                "Cluster: {} ({})\n{}",
+                r.scope,
+                if r.cluster_id.is_empty() {
+                    "not formed yet"
+                } else {
+                    &r.cluster_id
+                },
+                table(
+                    &[
+                        "Member",
+                        "Host",
+                        "Role",
+                        "State",
+                        "TL",
+                        "Lag in MB",
+                        "Pending restart"
+                    ],
+                    &rows
+                )
+            )
+        }
+    }
+}
