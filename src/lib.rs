@@ -9,6 +9,8 @@
 //!   compare-and-set, leases whose expiry runs on the Raft leader's clock,
 //!   prefix watches, request forwarding to the leader.
 //! - [`admin`]: the gRPC admin service `pgkeelctl` talks to.
+//! - [`ha`] (data nodes only): the pure HA decision core: cluster view +
+//!   local PostgreSQL state + config + now → actions. No I/O.
 //! - [`node`]: wiring: opens storage, starts Raft, bootstraps the cluster,
 //!   serves gRPC; used by both `pgkeel` and `pgkeel-witness`.
 //! - [`config`]: the YAML file of one node, validated on load.
@@ -20,6 +22,8 @@ pub mod config;
 pub mod consensus;
 pub mod ctl;
 pub mod entry;
+#[cfg(feature = "data-node")]
+pub mod ha;
 pub mod node;
 pub mod pb;
 pub mod store;

@@ -1,0 +1,307 @@
+//! What the core asks for, and how the driver reports back.
+//!
+//! Every action except [`Action::Exit`] is answered by exactly one
+//! [`Event::ActionDone`](super::Event::ActionDone) carrying its
+//! [`ActionKind`] (or, for [`Action::Probe`], by
+//! [`Event::PgProbed`](super::Event::PgProbed) or a failed `ActionDone`).
+//! The core keeps at most one action of each kind in flight, so the kind
+//! alone identifies the answer; it remembers the action itself.
+//!
+//! Two lanes:
+//! - **store** actions (initialize, lease, leader, member and status keys)
+//!   run concurrently with each other and with PostgreSQL work, so a slow
+//!   pg_basebackup can never hold up a keepalive;
+//! - **PostgreSQL** actions (probe, initdb, start, stop, promote, ...) run
+//!   one at a time, so a probe always describes the server after the last
+//!   completed change and nothing starts a server twice.
+//!
+//! [`Action::Fence`] belongs to neither: it may be sent while a PostgreSQL
+//! action runs, and it must not wait for it.
+
+use std::time::Duration;
+
+use crate::clock::BootInstant;
+use crate::consensus::types::LeaseId;
+
+use super::view::{Lsn, MemberInfo, StatusKey, Upstream};
+
+/// One thing for the driver to do. The driver contract for each variant is
+/// in its doc comment; every store write is a single request whose answer
+/// is matched to its own send time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    // ---- store lane ----------------------------------------------------
+    /// Create the `initialize` key with this node as owner (sysid unknown)
+    /// if it is absent. Answer: `Won`, or `Lost` when it already existed.
+    AcquireInitialize,
+    /// Set the `initialize` key's sysid (compare-and-set on owner = this
+    /// node). Answer: `Done`.
+    SetInitializeSysid {
+        /// The new cluster's system identifier.
+        sysid: u64,
+    },
+    /// Grant a new lease for this node's keys. Answer: `Lease` with
+    /// `valid_until = sent_at + ttl_applied - safety_margin`.
+    GrantLease {
+        /// TTL to ask for (the store may clamp it; the reply says).
+        ttl: Duration,
+    },
+    /// Renew `lease` once (unary, no hidden retries pairing an answer with a
+    /// later send). Answer: `Lease` with the new `valid_until` computed from
+    /// this call's own send time, or `LeaseGone` when the store says it is
+    /// expired or unknown.
+    Keepalive {
+        /// The lease to renew.
+        lease: LeaseId,
+    },
+    /// Put `leader` = this node, attached to `lease`, only if `leader` is
+    /// absent. Attaching never extends the lease. Answer: `Won{revision}`,
+    /// `Lost`, or `LeaseGone`.
+    AcquireLeader {
+        /// This node's lease.
+        lease: LeaseId,
+    },
+    /// Revoke `lease`, deleting every key on it (leader and member) at
+    /// once. Answer: `Done` (or `LeaseGone`: already gone).
+    RevokeLease {
+        /// This node's lease.
+        lease: LeaseId,
+    },
+    /// Put `members/<own name>` = `info`, attached to `lease`. Answer:
+    /// `Done`, or `LeaseGone`.
+    PublishMember {
+        /// This node's lease.
+        lease: LeaseId,
+        /// What to publish.
+        info: MemberInfo,
+    },
+    /// Put the `status` key (not lease-bound). Answer: `Done`.
+    PublishStatus(StatusKey),
+
+    // ---- PostgreSQL lane -----------------------------------------------
+    /// Probe the local PostgreSQL (process, data directory, SQL state,
+    /// pg_controldata when stopped). Answer: `Event::PgProbed`, or a
+    /// failed `ActionDone` when the probe itself broke.
+    Probe,
+    /// initdb into the empty data directory with data checksums. On
+    /// failure the driver removes what it created. Answer: `Initialized`.
+    Initdb,
+    /// Create or update the superuser, replication and rewind roles with
+    /// the configured passwords on the running primary. Idempotent.
+    /// Answer: `Done`.
+    CreateRoles,
+    /// Rewrite pgkeel's settings file, `standby.signal` and
+    /// `primary_conninfo` for this role, then start PostgreSQL and wait
+    /// until it is ready (or exited early, or timed out: then stop it and
+    /// fail). Answer: `Done`.
+    StartPostgres(StartAs),
+    /// Stop PostgreSQL; in fast mode escalate to immediate after a timeout.
+    /// Answer: `Stopped` with pg_controldata's latest checkpoint when the
+    /// shutdown was clean.
+    StopPostgres {
+        /// How.
+        mode: StopMode,
+    },
+    /// Promote the standby, then verify it is no longer read-only.
+    /// Answer: `Done`.
+    Promote,
+    /// Run CHECKPOINT (after a promotion, so a pg_rewind against this node
+    /// sees the new timeline). Answer: `Done`.
+    Checkpoint,
+    /// pg_basebackup from `from` into the empty data directory, streaming
+    /// WAL through `slot` on the source (creating it there if missing). On
+    /// failure the driver removes the partial copy. Answer: `Done`.
+    Basebackup {
+        /// The source member.
+        from: Upstream,
+        /// This node's slot name.
+        slot: String,
+    },
+    /// Point the running standby at `upstream` through `slot`: rewrite
+    /// `primary_conninfo` / `primary_slot_name` in pgkeel's settings file,
+    /// then reload (restart on PostgreSQL < 13, where they are not
+    /// reloadable). Answer: `Done`.
+    ConfigureStandby {
+        /// The member to stream from.
+        upstream: Upstream,
+        /// This node's slot name.
+        slot: String,
+    },
+    /// `pg_create_physical_replication_slot(name, true)`. Answer: `Done`.
+    CreateSlot {
+        /// A sanitized slot name.
+        name: String,
+    },
+    /// `pg_drop_replication_slot(name)` (fails harmlessly if active).
+    /// Answer: `Done`.
+    DropSlot {
+        /// A sanitized slot name.
+        name: String,
+    },
+
+    // ---- neither lane --------------------------------------------------
+    /// Stop every postmaster of this data directory now, by PID, in
+    /// immediate mode, aborting any PostgreSQL action in flight: this node
+    /// may not hold the leader lease and its server may accept writes.
+    /// Issue 4 adds the Fenced state around it. Answer: `Done`.
+    Fence,
+    /// The HA loop is finished; the driver exits the process (with an error
+    /// status when `error` is set). Not answered.
+    Exit {
+        /// Why the node cannot go on, in one sentence naming the fix.
+        error: Option<String>,
+    },
+}
+
+/// The role to start PostgreSQL in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartAs {
+    /// No `standby.signal`: a writable primary. Only ever asked while this
+    /// node holds a valid leader lease.
+    Primary,
+    /// With `standby.signal` and `primary_slot_name = slot`;
+    /// `primary_conninfo` points at `upstream`, or is empty when there is
+    /// no leader to follow yet.
+    Standby {
+        /// The member to stream from.
+        upstream: Option<Upstream>,
+        /// This node's slot name.
+        slot: String,
+    },
+}
+
+/// How to stop PostgreSQL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopMode {
+    /// `-m fast`: a shutdown checkpoint, streamed to standbys before the
+    /// walsenders exit.
+    Fast,
+    /// `-m immediate`: no checkpoint (crash recovery on the next start).
+    Immediate,
+}
+
+/// An [`Action`] without its data: the key for "one in flight per kind".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ActionKind {
+    AcquireInitialize,
+    SetInitializeSysid,
+    GrantLease,
+    Keepalive,
+    AcquireLeader,
+    RevokeLease,
+    PublishMember,
+    PublishStatus,
+    Probe,
+    Initdb,
+    CreateRoles,
+    StartPostgres,
+    StopPostgres,
+    Promote,
+    Checkpoint,
+    Basebackup,
+    ConfigureStandby,
+    CreateSlot,
+    DropSlot,
+    Fence,
+    Exit,
+}
+
+impl ActionKind {
+    /// Whether it runs on the one-at-a-time PostgreSQL lane.
+    pub fn is_postgres(self) -> bool {
+        matches!(
+            self,
+            ActionKind::Probe
+                | ActionKind::Initdb
+                | ActionKind::CreateRoles
+                | ActionKind::StartPostgres
+                | ActionKind::StopPostgres
+                | ActionKind::Promote
+                | ActionKind::Checkpoint
+                | ActionKind::Basebackup
+                | ActionKind::ConfigureStandby
+                | ActionKind::CreateSlot
+                | ActionKind::DropSlot
+        )
+    }
+
+    /// Whether it changes PostgreSQL, so the last probe is stale once it
+    /// completes.
+    pub fn changes_postgres(self) -> bool {
+        (self.is_postgres() && self != ActionKind::Probe) || self == ActionKind::Fence
+    }
+}
+
+impl Action {
+    /// Its kind.
+    pub fn kind(&self) -> ActionKind {
+        match self {
+            Action::AcquireInitialize => ActionKind::AcquireInitialize,
+            Action::SetInitializeSysid { .. } => ActionKind::SetInitializeSysid,
+            Action::GrantLease { .. } => ActionKind::GrantLease,
+            Action::Keepalive { .. } => ActionKind::Keepalive,
+            Action::AcquireLeader { .. } => ActionKind::AcquireLeader,
+            Action::RevokeLease { .. } => ActionKind::RevokeLease,
+            Action::PublishMember { .. } => ActionKind::PublishMember,
+            Action::PublishStatus(_) => ActionKind::PublishStatus,
+            Action::Probe => ActionKind::Probe,
+            Action::Initdb => ActionKind::Initdb,
+            Action::CreateRoles => ActionKind::CreateRoles,
+            Action::StartPostgres(_) => ActionKind::StartPostgres,
+            Action::StopPostgres { .. } => ActionKind::StopPostgres,
+            Action::Promote => ActionKind::Promote,
+            Action::Checkpoint => ActionKind::Checkpoint,
+            Action::Basebackup { .. } => ActionKind::Basebackup,
+            Action::ConfigureStandby { .. } => ActionKind::ConfigureStandby,
+            Action::CreateSlot { .. } => ActionKind::CreateSlot,
+            Action::DropSlot { .. } => ActionKind::DropSlot,
+            Action::Fence => ActionKind::Fence,
+            Action::Exit { .. } => ActionKind::Exit,
+        }
+    }
+}
+
+/// The driver's report on one action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActionDone {
+    /// Which in-flight action this answers.
+    pub kind: ActionKind,
+    /// `Err` when the action could not be carried out (store unreachable,
+    /// pg_ctl failed, ...): the core retries after `loop_wait`. A definite
+    /// negative answer (a lost race, a gone lease) is an `Ok` reply.
+    pub result: Result<Reply, String>,
+}
+
+/// A successful answer. Each action documents which one it expects; any
+/// other is treated as a failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reply {
+    /// Done, nothing to report.
+    Done,
+    /// A compare-and-set won; `revision` is the store revision it wrote.
+    Won {
+        /// Revision of the write.
+        revision: u64,
+    },
+    /// A compare-and-set lost: the key already existed.
+    Lost,
+    /// A lease grant or renewal succeeded.
+    Lease {
+        /// The lease.
+        lease: LeaseId,
+        /// `sent_at + ttl_applied - safety_margin` on CLOCK_BOOTTIME.
+        valid_until: BootInstant,
+    },
+    /// The store says the lease is expired or unknown.
+    LeaseGone,
+    /// initdb finished.
+    Initialized {
+        /// The new cluster's system identifier.
+        sysid: u64,
+    },
+    /// PostgreSQL is stopped.
+    Stopped {
+        /// The shutdown checkpoint, when the shutdown was clean.
+        checkpoint_lsn: Option<Lsn>,
+    },
+}

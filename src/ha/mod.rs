@@ -1,0 +1,385 @@
+//! Layer 3: the HA decision core. Pure: no async, no I/O, no clock reads.
+//!
+//! [`Ha::handle`] takes `now` (CLOCK_BOOTTIME, read by the driver) and one
+//! [`Event`] and returns the [`Action`]s to carry out. The driver runs each
+//! action (store lane concurrently, PostgreSQL lane one at a time, as the
+//! core already guarantees) and feeds every outcome back as an event; it
+//! sends [`Event::Tick`] no later than [`Ha::next_wakeup`]. Every rule is a
+//! table test in `tests/`.
+//!
+//! The state is the *wanted* role; the last probe is the *observed*
+//! PostgreSQL. Rules are level-triggered: each call compares the two (and
+//! the store) and asks for what closes the gap, with at most one action of
+//! each kind in flight.
+//!
+//! ```text
+//!  Starting ── waits for the first store view and a fresh probe, then:
+//!   ├─ data dir's sysid ≠ the initialize key's ─────────────────────────▶ Exited (Exit{error})
+//!   ├─ no initialize key ──────────────────▶ Bootstrapping::Racing
+//!   ├─ initialized cluster, empty data dir ▶ Bootstrapping::AwaitingLeader
+//!   ├─ leader key names us ────────────────▶ Primary (lease adopted: keepalive before use)
+//!   └─ otherwise ──────────────────────────▶ Replica
+//!
+//!  Bootstrapping:
+//!   Racing ─won, empty dir─▶ Initdb ─▶ TakingLeader ─CAS won─▶ StartingPrimary ─▶ CreatingRoles ─▶ Primary
+//!     │  └─won, existing dir───────────▲       │CAS lost
+//!     │lost                                    ▼
+//!     ▼                                     Replica
+//!   AwaitingLeader ─leader (or clonefrom member) up─▶ Cloning ─done─▶ Replica
+//!     ▲                                                 │failed
+//!     └─────────────────────────────────────────────────┘
+//!
+//!  Replica ◀────── lease lost (Fence first; issue 4: ─▶ Fenced) ────── Primary
+//!  Replica ─data dir empty─▶ Bootstrapping::AwaitingLeader
+//!
+//!  any state ─Shutdown─▶ Stopping::StoppingPostgres (fast; Fence if that fails)
+//!     ├─ held the leader key and stopped cleanly ─▶ AwaitingReplica
+//!     │      (until a standby is past the shutdown checkpoint, the lease is
+//!     │       lost, or handover_timeout) ─┐
+//!     └───────────────────────────────────┴─▶ Releasing (RevokeLease) ─▶ Exited (Exit)
+//! ```
+//!
+//! Rules that hold in every state, checked first on every call:
+//! - the lease is lost when `now` reaches `valid_until` without a renewal,
+//!   when the store answers `LeaseGone`, or when a view newer than our
+//!   leader write shows another holder; a lost leader lease leaves Primary;
+//! - **fence**: a PostgreSQL that may accept writes (running and not a
+//!   confirmed standby, or a promotion / primary start in flight) while this
+//!   node does not hold a valid leader lease is stopped at once
+//!   ([`Action::Fence`]). The only path to a writable server is
+//!   `StartPostgres(Primary)` or `Promote`, and both are asked for only
+//!   while the leader lease is valid.
+//!
+//! Issue 4 adds `Candidate`, `Demoting`, `Fenced` and `Rejoining` as
+//! [`State`] variants with their own rule functions, the actions they need,
+//! and replaces "lease lost ⇒ Replica" with "⇒ Fenced".
+
+mod actions;
+mod bootstrap;
+mod lease;
+mod machinery;
+mod names;
+mod primary;
+mod publish;
+mod replica;
+mod state;
+mod stopping;
+mod view;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::clock::BootInstant;
+use crate::consensus::types::LeaseId;
+
+pub use actions::{Action, ActionDone, ActionKind, Reply, StartAs, StopMode};
+pub use names::sanitize_slot_name;
+pub use state::{BootstrapStep, PrimaryState, State, StoppingState};
+pub use view::{
+    ClusterView, DataDir, HaConfig, InitializeKey, LeaderKey, Lsn, MemberInfo, MemberRole,
+    MemberState, MemberTags, PgState, ReplicationRow, SlotInfo, StatusKey, Timeline, Upstream,
+    HANDOVER_TIMEOUT, MEMBER_SLOTS_TTL,
+};
+
+/// How often a standby probes while its primary is handing over, so it
+/// publishes the received shutdown checkpoint within a fraction of a
+/// second instead of a `loop_wait`.
+pub const HANDOVER_PROBE_INTERVAL: Duration = Duration::from_millis(100);
+
+/// How soon a failed [`Action::Fence`] is retried.
+pub const FENCE_RETRY: Duration = Duration::from_millis(100);
+
+/// An input to the core.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// Time passed; the driver sends one no later than [`Ha::next_wakeup`].
+    Tick,
+    /// The store changed (or this is the first view).
+    StoreChanged(ClusterView),
+    /// The answer to [`Action::Probe`].
+    PgProbed(PgState),
+    /// The answer to any other action.
+    ActionDone(ActionDone),
+    /// SIGTERM: hand over cleanly and exit.
+    Shutdown,
+}
+
+/// This node, as fixed by its config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeInfo {
+    /// Member name: the `members/<name>` key and the leader key's value.
+    pub name: String,
+    /// REST API base URL, published for peers and `pgkeelctl list`.
+    pub api_url: String,
+    /// PostgreSQL `host:port` other members connect to.
+    pub pg_address: String,
+    /// Tags from the config file.
+    pub tags: MemberTags,
+}
+
+/// This node's lease, as its holder knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    /// The store's id for it.
+    pub id: LeaseId,
+    /// The last instant this node may believe it holds the lease. `None`
+    /// while adopting a lease found on the leader key after a restart:
+    /// never valid until a keepalive confirms it.
+    pub valid_until: Option<BootInstant>,
+}
+
+impl Lease {
+    /// Whether the lease may be relied on at `now`.
+    pub fn is_valid(&self, now: BootInstant) -> bool {
+        self.valid_until.is_some_and(|v| now < v)
+    }
+}
+
+/// An action the driver is carrying out.
+#[derive(Debug, Clone)]
+struct InFlight {
+    action: Action,
+    sent_at: BootInstant,
+    /// `Ha::pg_epoch` when it was sent: a probe sent before the last change
+    /// to PostgreSQL completed describes the old server.
+    epoch: u64,
+}
+
+/// A member key this node wrote.
+#[derive(Debug, Clone)]
+struct Published {
+    info: MemberInfo,
+    lease: LeaseId,
+    at: BootInstant,
+}
+
+/// The decision core of one data node. See the module docs.
+#[derive(Debug, Clone)]
+pub struct Ha {
+    /// Who we are.
+    node: NodeInfo,
+    /// Our replication slot name on whichever node is primary.
+    slot: String,
+    /// The wanted role.
+    state: State,
+    /// The last store view; `None` until the first one.
+    view: Option<ClusterView>,
+    /// The observed PostgreSQL: the last probe, patched with the known
+    /// effect of later stops, fences and starts so the fencing rule never
+    /// reasons from a server that is already gone.
+    pg: Option<PgState>,
+    /// Bumped whenever an action that changes PostgreSQL completes.
+    pg_epoch: u64,
+    /// The epoch of the probe behind `pg`; `pg` is fresh when it equals
+    /// `pg_epoch`. Rules that act on PostgreSQL wait for a fresh probe.
+    pg_seen_epoch: Option<u64>,
+    /// When the last probe arrived.
+    last_probe: Option<BootInstant>,
+    /// This node's lease (member key, and the leader key while primary).
+    lease: Option<Lease>,
+    /// `Some(revision of our leader write)` while we hold the leader key.
+    leader_revision: Option<u64>,
+    /// Actions out with the driver, at most one per kind.
+    inflight: BTreeMap<ActionKind, InFlight>,
+    /// Failed kinds are not asked for again before these instants.
+    retry_at: BTreeMap<ActionKind, BootInstant>,
+    /// When the last keepalive (or grant) was sent.
+    last_keepalive: Option<BootInstant>,
+    /// The member key as last written.
+    published: Option<Published>,
+    /// The `status` key as last written, and when.
+    status_published: Option<(StatusKey, BootInstant)>,
+    /// Physical slots with no member, and since when we have seen them so.
+    slot_absent_since: BTreeMap<String, BootInstant>,
+    /// Set when PostgreSQL must be stopped by PID whatever it says (a
+    /// failed stop during shutdown); cleared by a completed fence.
+    must_fence: bool,
+    /// SIGTERM arrived.
+    shutdown: bool,
+    /// The sysid this node wrote into the `initialize` key, so it is not
+    /// rewritten while the view catches up.
+    sysid_recorded: Option<u64>,
+}
+
+impl Ha {
+    /// A core for `node`, in [`State::Starting`].
+    pub fn new(node: NodeInfo) -> Ha {
+        let slot = sanitize_slot_name(&node.name);
+        Ha {
+            node,
+            slot,
+            state: State::Starting,
+            view: None,
+            pg: None,
+            pg_epoch: 0,
+            pg_seen_epoch: None,
+            last_probe: None,
+            lease: None,
+            leader_revision: None,
+            inflight: BTreeMap::new(),
+            retry_at: BTreeMap::new(),
+            last_keepalive: None,
+            published: None,
+            status_published: None,
+            slot_absent_since: BTreeMap::new(),
+            must_fence: false,
+            shutdown: false,
+            sysid_recorded: None,
+        }
+    }
+
+    /// Feeds one event; returns what to do, in no particular dependency
+    /// order (the core never asks for two actions that depend on each
+    /// other in one batch).
+    pub fn handle(&mut self, now: BootInstant, event: Event) -> Vec<Action> {
+        if self.state == State::Exited {
+            return Vec::new();
+        }
+        match event {
+            Event::Tick => {}
+            Event::StoreChanged(view) => self.view = Some(view),
+            Event::PgProbed(pg) => self.on_probe(now, pg),
+            Event::ActionDone(done) => self.on_done(now, done),
+            Event::Shutdown => self.shutdown = true,
+        }
+        let mut out = Vec::new();
+        self.step(now, &mut out);
+        out
+    }
+
+    /// The wanted role.
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    /// This node's lease, if it has one.
+    pub fn lease(&self) -> Option<Lease> {
+        self.lease
+    }
+
+    /// Whether this node holds the leader key with a lease valid at `now`:
+    /// the one condition under which its PostgreSQL may accept writes.
+    pub fn holds_leader(&self, now: BootInstant) -> bool {
+        self.leader_revision.is_some() && self.lease.is_some_and(|l| l.is_valid(now))
+    }
+
+    /// This node's replication slot name.
+    pub fn slot_name(&self) -> &str {
+        &self.slot
+    }
+
+    /// The instant after `now` by which the driver must send
+    /// [`Event::Tick`]: the lease deadline (to fence on time), the next
+    /// keepalive, probe, publish, retry, slot expiry or handover deadline.
+    /// Deadlines already passed are left out: whatever they call for is
+    /// waiting on an action in flight, whose answer is an event anyway. The
+    /// driver also ticks at least every `loop_wait`.
+    pub fn next_wakeup(&self, now: BootInstant) -> Option<BootInstant> {
+        let cfg = self.cfg();
+        let mut at: Vec<BootInstant> = Vec::new();
+        if let Some(lease) = self.lease {
+            at.extend(lease.valid_until);
+            at.extend(self.last_keepalive.map(|t| t + cfg.keepalive_interval));
+        }
+        at.extend(self.last_probe.map(|t| t + self.probe_interval()));
+        at.extend(self.published.as_ref().map(|p| p.at + cfg.loop_wait));
+        at.extend(self.status_published.map(|(_, t)| t + cfg.loop_wait));
+        at.extend(self.retry_at.values().copied());
+        at.extend(
+            self.slot_absent_since
+                .values()
+                .map(|t| *t + cfg.member_slots_ttl),
+        );
+        if let State::Stopping(StoppingState::AwaitingReplica { deadline, .. }) = self.state {
+            at.push(deadline);
+        }
+        at.into_iter().filter(|t| *t > now).min()
+    }
+
+    /// The dynamic config in force.
+    fn cfg(&self) -> HaConfig {
+        self.view
+            .as_ref()
+            .map(|v| v.config.clone())
+            .unwrap_or_default()
+    }
+
+    /// One pass of every rule, in a fixed order so that action lists are
+    /// deterministic: lease bookkeeping, fencing, the state's own rules
+    /// (re-run after each transition), lease upkeep, member key, probe.
+    fn step(&mut self, now: BootInstant, out: &mut Vec<Action>) {
+        self.check_leadership(now);
+        if self.shutdown && !matches!(self.state, State::Stopping(_) | State::Exited) {
+            self.state = State::Stopping(StoppingState::StoppingPostgres);
+        }
+        self.guard(now, out);
+        // Each transition moves forward through a finite diagram; the bound
+        // only guards against a future rule that bounces between two states.
+        for _ in 0..8 {
+            let before = self.state.clone();
+            match self.state.clone() {
+                State::Starting => self.starting(out),
+                State::Bootstrapping(step) => self.bootstrap(now, step, out),
+                State::Replica => self.replica(now, out),
+                State::Primary(p) => self.primary(now, p, out),
+                State::Stopping(s) => self.stopping(now, s, out),
+                State::Exited => {}
+            }
+            if self.state == before {
+                break;
+            }
+        }
+        self.maintain_lease(now, out);
+        self.publish_member(now, out);
+        self.probe_if_due(now, out);
+    }
+
+    /// The first decision, once both the store and PostgreSQL were seen.
+    fn starting(&mut self, out: &mut Vec<Action>) {
+        let (Some(view), Some(pg)) = (self.view.as_ref(), self.fresh_pg()) else {
+            return;
+        };
+        let me = self.node.name.as_str();
+        let next = match (pg.data_dir, view.initialize.as_ref()) {
+            (
+                DataDir::Initialized { sysid },
+                Some(InitializeKey {
+                    sysid: Some(cluster),
+                    ..
+                }),
+            ) if sysid != *cluster => {
+                let error = format!(
+                    "the data directory holds database system {sysid}, but cluster \
+                     members run system {cluster}: move the data directory aside so \
+                     this node can clone the cluster"
+                );
+                self.state = State::Exited;
+                out.push(Action::Exit { error: Some(error) });
+                return;
+            }
+            (DataDir::Initialized { .. }, _)
+                if view.leader.as_ref().is_some_and(|l| l.holder == me) =>
+            {
+                // Our own key from before a restart: adopt its lease. Not
+                // valid until a keepalive confirms it; until then the fence
+                // rule stops a writable server.
+                let leader = view.leader.as_ref().map(|l| (l.lease, l.mod_revision));
+                if let Some((lease, revision)) = leader {
+                    self.lease = Some(Lease {
+                        id: lease,
+                        valid_until: None,
+                    });
+                    self.leader_revision = Some(revision);
+                }
+                State::Primary(PrimaryState::default())
+            }
+            (DataDir::Initialized { .. }, Some(_)) => State::Replica,
+            (_, None) => State::Bootstrapping(BootstrapStep::Racing),
+            (DataDir::Empty, Some(_)) => State::Bootstrapping(BootstrapStep::AwaitingLeader),
+        };
+        self.state = next;
+    }
+}

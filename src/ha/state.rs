@@ -1,0 +1,91 @@
+//! The wanted role: the states of the HA loop (diagram in [`super`]).
+//!
+//! The state is what the core has decided this node should be. What
+//! PostgreSQL actually is lives apart, in the last [`PgState`](super::PgState);
+//! every step compares the two and asks for what closes the gap.
+
+use crate::clock::BootInstant;
+
+use super::view::Lsn;
+
+/// The node's wanted role. Issue 4 adds `Candidate`, `Demoting`, `Fenced`
+/// and `Rejoining` as further variants: each state's rules live in their
+/// own function, and the lease, fencing, probe and publish rules apply to
+/// every state, so a new variant only needs its own rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum State {
+    /// Waiting for the first store view and the first probe: nothing is
+    /// decided blind.
+    Starting,
+    /// Making a data directory: bootstrapping a new cluster, or cloning
+    /// from a running member.
+    Bootstrapping(BootstrapStep),
+    /// Following the leader key's holder as a standby.
+    Replica,
+    /// Holding the leader key and running the writable primary.
+    Primary(PrimaryState),
+    /// Shutting down: stop PostgreSQL, hand over, release the lease, exit.
+    Stopping(StoppingState),
+    /// Done; the core asks for nothing more.
+    Exited,
+}
+
+impl State {
+    /// Short name for logs and the REST API.
+    pub fn name(&self) -> &'static str {
+        match self {
+            State::Starting => "starting",
+            State::Bootstrapping(_) => "bootstrapping",
+            State::Replica => "replica",
+            State::Primary(_) => "primary",
+            State::Stopping(_) => "stopping",
+            State::Exited => "exited",
+        }
+    }
+}
+
+/// Where a bootstrap stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BootstrapStep {
+    /// The cluster has no `initialize` key: race for it.
+    Racing,
+    /// Won the race with an empty data directory: initdb.
+    Initdb,
+    /// Data directory ready: take the leader key before PostgreSQL may run
+    /// writable (the bootstrap winner follows the same lease rule as
+    /// everyone else).
+    TakingLeader,
+    /// Holding the leader key: start the new primary.
+    StartingPrimary,
+    /// The new primary runs: create the roles, then it is a full primary.
+    CreatingRoles,
+    /// Someone else bootstrapped: wait for a running member to clone from.
+    AwaitingLeader,
+    /// pg_basebackup is copying; a replica once it is done.
+    Cloning,
+}
+
+/// Extra state of a primary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PrimaryState {
+    /// A promotion finished and its CHECKPOINT has not run yet.
+    pub checkpoint_pending: bool,
+}
+
+/// Where a shutdown stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoppingState {
+    /// Stopping PostgreSQL (fast; fenced if that fails).
+    StoppingPostgres,
+    /// PostgreSQL is stopped and this node holds the leader key: keep the
+    /// key (and its lease) until a standby has received the shutdown
+    /// checkpoint, so no standby is promoted without the last writes.
+    AwaitingReplica {
+        /// The shutdown checkpoint's LSN.
+        checkpoint: Lsn,
+        /// Release anyway at this instant.
+        deadline: BootInstant,
+    },
+    /// Revoke the lease (deleting the leader and member keys), then exit.
+    Releasing,
+}
