@@ -11,6 +11,8 @@
 //! - [`admin`]: the gRPC admin service `pgkeelctl` talks to.
 //! - [`ha`] (data nodes only): the pure HA decision core: cluster view +
 //!   local PostgreSQL state + config + now → actions. No I/O.
+//! - [`postgres`] (data nodes only): the PostgreSQL controller behind a
+//!   trait, with a real implementation and an in-memory fake.
 //! - [`node`]: wiring: opens storage, starts Raft, bootstraps the cluster,
 //!   serves gRPC; used by both `pgkeel` and `pgkeel-witness`.
 //! - [`config`]: the YAML file of one node, validated on load.
@@ -26,4 +28,6 @@ pub mod entry;
 pub mod ha;
 pub mod node;
 pub mod pb;
+#[cfg(feature = "data-node")]
+pub mod postgres;
 pub mod store;

@@ -1,0 +1,274 @@
+//! The SQL pgkeel runs, over tokio-postgres on the node's unix socket.
+
+use tokio_postgres::Client;
+
+use crate::config::Authentication;
+
+use super::lsn::{parse_lsn, parse_opt};
+use super::types::{ReplicationRow, Running, ServerRole, SlotInfo};
+use super::PgError;
+
+/// Reads role, positions, timeline and replication rows.
+pub(crate) async fn probe(client: &Client, pid: u32) -> Result<Running, PgError> {
+    let row = client
+        .query_one(
+            "SELECT pg_is_in_recovery(),
+                    current_setting('server_version_num')::int,
+                    CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END,
+                    CASE WHEN pg_is_in_recovery() THEN NULL
+                         ELSE substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8) END,
+                    pg_last_wal_receive_lsn()::text,
+                    pg_last_wal_replay_lsn()::text,
+                    (SELECT received_tli FROM pg_stat_wal_receiver),
+                    (SELECT timeline_id FROM pg_control_checkpoint()),
+                    EXISTS (SELECT 1 FROM pg_settings WHERE pending_restart)",
+            &[],
+        )
+        .await
+        .map_err(PgError::sql("probing PostgreSQL"))?;
+    let get = |i: usize| {
+        row.try_get::<_, Option<String>>(i)
+            .map_err(PgError::sql("reading the probe"))
+    };
+    let in_recovery: bool = row.try_get(0).map_err(PgError::sql("reading the probe"))?;
+    let version: i32 = row.try_get(1).map_err(PgError::sql("reading the probe"))?;
+    let received_tli: Option<i32> = row.try_get(6).map_err(PgError::sql("reading the probe"))?;
+    let checkpoint_tli: Option<i32> = row.try_get(7).map_err(PgError::sql("reading the probe"))?;
+    let pending_restart: bool = row.try_get(8).map_err(PgError::sql("reading the probe"))?;
+    let (role, timeline) = if in_recovery {
+        let role = ServerRole::Standby {
+            received_lsn: parse_opt(get(4)?)?,
+            replayed_lsn: parse_opt(get(5)?)?,
+        };
+        let tli = received_tli.or(checkpoint_tli).unwrap_or(0);
+        (role, u32::try_from(tli).unwrap_or(0))
+    } else {
+        let lsn = get(2)?
+            .ok_or_else(|| PgError::Protocol("no current WAL position on a primary".into()))?;
+        let tli_hex = get(3)?.unwrap_or_default();
+        let tli = u32::from_str_radix(&tli_hex, 16)
+            .map_err(|_| PgError::Protocol(format!("{tli_hex:?} is not a timeline")))?;
+        (
+            ServerRole::Primary {
+                current_lsn: parse_lsn(&lsn)?,
+            },
+            tli,
+        )
+    };
+    Ok(Running {
+        pid,
+        server_version_num: u32::try_from(version).unwrap_or(0),
+        timeline,
+        role,
+        replication: replication(client).await?,
+        pending_restart,
+    })
+}
+
+async fn replication(client: &Client) -> Result<Vec<ReplicationRow>, PgError> {
+    let rows = client
+        .query(
+            "SELECT coalesce(application_name, ''), coalesce(state, ''),
+                    sent_lsn::text, write_lsn::text, flush_lsn::text, replay_lsn::text,
+                    coalesce(sync_state, '')
+             FROM pg_stat_replication ORDER BY application_name",
+            &[],
+        )
+        .await
+        .map_err(PgError::sql("reading pg_stat_replication"))?;
+    rows.iter()
+        .map(|r| {
+            let text = |i| {
+                r.try_get::<_, String>(i)
+                    .map_err(PgError::sql("reading pg_stat_replication"))
+            };
+            let lsn = |i| {
+                r.try_get::<_, Option<String>>(i)
+                    .map_err(PgError::sql("reading pg_stat_replication"))
+                    .and_then(parse_opt)
+            };
+            Ok(ReplicationRow {
+                application_name: text(0)?,
+                state: text(1)?,
+                sent_lsn: lsn(2)?,
+                write_lsn: lsn(3)?,
+                flush_lsn: lsn(4)?,
+                replay_lsn: lsn(5)?,
+                sync_state: text(6)?,
+            })
+        })
+        .collect()
+}
+
+/// `pg_is_in_recovery()`.
+pub(crate) async fn in_recovery(client: &Client) -> Result<bool, PgError> {
+    client
+        .query_one("SELECT pg_is_in_recovery()", &[])
+        .await
+        .and_then(|r| r.try_get(0))
+        .map_err(PgError::sql("asking pg_is_in_recovery()"))
+}
+
+/// Sets the superuser's password and creates or updates the other roles.
+/// Passwords travel as SQL literals (DDL takes no bind parameters), so the
+/// session turns statement logging off first.
+pub(crate) async fn create_roles(client: &Client, auth: &Authentication) -> Result<(), PgError> {
+    client
+        .batch_execute("SET log_statement = 'none'; SET log_min_duration_statement = -1")
+        .await
+        .map_err(PgError::sql("preparing to create roles"))?;
+    let su = &auth.superuser;
+    if let Some(pw) = &su.password {
+        let sql = format!(
+            "ALTER ROLE {} WITH PASSWORD {}",
+            ident(&su.username),
+            literal(pw.expose())
+        );
+        client
+            .batch_execute(&sql)
+            .await
+            .map_err(PgError::sql("setting the superuser's password"))?;
+    }
+    let repl = &auth.replication;
+    if repl.username != su.username {
+        upsert_role(
+            client,
+            &repl.username,
+            "LOGIN REPLICATION",
+            repl.password.as_ref().map(|p| p.expose()),
+        )
+        .await?;
+    }
+    if let Some(rw) = auth.rewind.as_ref().filter(|r| r.username != su.username) {
+        upsert_role(
+            client,
+            &rw.username,
+            "LOGIN",
+            rw.password.as_ref().map(|p| p.expose()),
+        )
+        .await?;
+        let who = ident(&rw.username);
+        let grants = [
+            "pg_catalog.pg_ls_dir(text, boolean, boolean)",
+            "pg_catalog.pg_stat_file(text, boolean)",
+            "pg_catalog.pg_read_binary_file(text)",
+            "pg_catalog.pg_read_binary_file(text, bigint, bigint, boolean)",
+        ]
+        .map(|f| format!("GRANT EXECUTE ON FUNCTION {f} TO {who};"))
+        .concat();
+        client
+            .batch_execute(&grants)
+            .await
+            .map_err(PgError::sql("granting the rewind role its functions"))?;
+    }
+    Ok(())
+}
+
+async fn upsert_role(
+    client: &Client,
+    name: &str,
+    options: &str,
+    password: Option<&str>,
+) -> Result<(), PgError> {
+    let exists = client
+        .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&name])
+        .await
+        .map_err(PgError::sql("looking up a role"))?
+        .is_some();
+    let verb = if exists { "ALTER" } else { "CREATE" };
+    let password = password.map_or_else(String::new, |p| format!(" PASSWORD {}", literal(p)));
+    let sql = format!("{verb} ROLE {} WITH {options}{password}", ident(name));
+    client
+        .batch_execute(&sql)
+        .await
+        .map_err(PgError::sql("creating a role"))
+}
+
+/// Creates a physical slot reserving WAL now; `false` when it existed.
+pub(crate) async fn create_slot(client: &Client, name: &str) -> Result<bool, PgError> {
+    let exists = client
+        .query_opt(
+            "SELECT 1 FROM pg_replication_slots WHERE slot_name = $1",
+            &[&name],
+        )
+        .await
+        .map_err(PgError::sql("looking up a replication slot"))?
+        .is_some();
+    if exists {
+        return Ok(false);
+    }
+    client
+        .execute(
+            "SELECT pg_create_physical_replication_slot($1, true)",
+            &[&name],
+        )
+        .await
+        .map_err(PgError::sql("creating a replication slot"))?;
+    Ok(true)
+}
+
+/// Drops a slot; `false` when there was none.
+pub(crate) async fn drop_slot(client: &Client, name: &str) -> Result<bool, PgError> {
+    let n = client
+        .execute(
+            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1",
+            &[&name],
+        )
+        .await
+        .map_err(PgError::sql("dropping a replication slot"))?;
+    Ok(n > 0)
+}
+
+/// Every slot.
+pub(crate) async fn list_slots(client: &Client) -> Result<Vec<SlotInfo>, PgError> {
+    let rows = client
+        .query(
+            "SELECT slot_name::text, slot_type, active, restart_lsn::text
+             FROM pg_replication_slots ORDER BY slot_name",
+            &[],
+        )
+        .await
+        .map_err(PgError::sql("listing replication slots"))?;
+    rows.iter()
+        .map(|r| {
+            let read =
+                || -> Result<(String, String, bool, Option<String>), tokio_postgres::Error> {
+                    Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?))
+                };
+            let (name, slot_type, active, restart) =
+                read().map_err(PgError::sql("reading pg_replication_slots"))?;
+            Ok(SlotInfo {
+                name,
+                slot_type,
+                active,
+                restart_lsn: parse_opt(restart)?,
+            })
+        })
+        .collect()
+}
+
+/// A quoted SQL identifier.
+fn ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// A quoted SQL string literal, independent of `standard_conforming_strings`.
+fn literal(text: &str) -> String {
+    if text.contains('\\') {
+        format!("E'{}'", text.replace('\\', "\\\\").replace('\'', "''"))
+    } else {
+        format!("'{}'", text.replace('\'', "''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting() {
+        assert_eq!(ident("a\"b"), "\"a\"\"b\"");
+        assert_eq!(literal("it's"), "'it''s'");
+        assert_eq!(literal(r"a\'"), r"E'a\\'''");
+    }
+}

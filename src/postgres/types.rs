@@ -1,0 +1,182 @@
+//! The values the controller hands to and gets from the HA driver.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::config::Scalar;
+
+/// How to stop the postmaster. Fencing uses `Immediate`; a planned
+/// handover uses `Fast` so the shutdown checkpoint reaches the replicas.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopMode {
+    /// SIGINT: roll back sessions, write a shutdown checkpoint, exit.
+    Fast,
+    /// SIGQUIT: exit at once; the next start runs crash recovery.
+    Immediate,
+}
+
+/// How to start: how long to wait for readiness, and the cluster-wide
+/// parameters (the store's dynamic config) the server must run with.
+#[derive(Clone, Debug)]
+pub struct StartSpec {
+    /// Readiness deadline; a server not ready by then is killed.
+    pub timeout: Duration,
+    /// Replaces the parameters last given to `set_cluster_parameters`, so a
+    /// start always runs with the dynamic config the driver has now.
+    pub cluster_parameters: BTreeMap<String, Scalar>,
+}
+
+impl Default for StartSpec {
+    fn default() -> Self {
+        StartSpec {
+            timeout: Duration::from_secs(60),
+            cluster_parameters: BTreeMap::new(),
+        }
+    }
+}
+
+/// The role pgkeel last told the controller to start in; kept apart from
+/// what the server reports ([`ServerRole`]) so the driver can reconcile.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WantedRole {
+    /// No `standby.signal`, no upstream.
+    Primary,
+    /// `standby.signal`, streaming from `primary_conninfo`.
+    Standby {
+        /// libpq connection string of the upstream, password included.
+        primary_conninfo: String,
+        /// The physical slot on the upstream, when one is used.
+        primary_slot_name: Option<String>,
+    },
+}
+
+/// What a probe saw.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum PgState {
+    /// No postmaster runs for this data directory.
+    Stopped,
+    /// A postmaster runs but refuses connections (starting up, crash
+    /// recovery, a standby not yet consistent, shutting down).
+    Starting {
+        /// The postmaster's PID, for fencing by PID.
+        pid: u32,
+    },
+    /// Accepting connections.
+    Running(Running),
+}
+
+impl PgState {
+    /// The postmaster PID if one is alive.
+    pub fn pid(&self) -> Option<u32> {
+        match self {
+            PgState::Stopped => None,
+            PgState::Starting { pid } => Some(*pid),
+            PgState::Running(r) => Some(r.pid),
+        }
+    }
+
+    /// The details when the server accepts connections.
+    pub fn running(&self) -> Option<&Running> {
+        match self {
+            PgState::Running(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// True only for a server that answers and is not in recovery: the one
+    /// state in which this node's PostgreSQL accepts writes.
+    pub fn is_writable_primary(&self) -> bool {
+        self.running()
+            .is_some_and(|r| matches!(r.role, ServerRole::Primary { .. }))
+    }
+}
+
+/// A server that accepts connections.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Running {
+    /// The postmaster's PID.
+    pub pid: u32,
+    /// `server_version_num`, e.g. 150004.
+    pub server_version_num: u32,
+    /// The timeline the server writes (primary) or last received/checkpointed
+    /// (standby). On a primary it comes from the current WAL file name, which
+    /// changes at promotion; `pg_control_checkpoint()` would lag until the
+    /// next checkpoint. On a standby it is `pg_stat_wal_receiver.received_tli`
+    /// while streaming, else the last restartpoint's timeline.
+    pub timeline: u32,
+    /// Role and WAL positions.
+    pub role: ServerRole,
+    /// `pg_stat_replication`, one row per connected WAL sender.
+    pub replication: Vec<ReplicationRow>,
+    /// Some setting changed that needs a restart (`pg_settings.pending_restart`).
+    pub pending_restart: bool,
+}
+
+impl Running {
+    /// The furthest WAL position this server has: written on a primary,
+    /// the larger of received and replayed on a standby. What failover
+    /// compares between candidates.
+    pub fn wal_position(&self) -> u64 {
+        match self.role {
+            ServerRole::Primary { current_lsn } => current_lsn,
+            ServerRole::Standby {
+                received_lsn,
+                replayed_lsn,
+            } => received_lsn.unwrap_or(0).max(replayed_lsn.unwrap_or(0)),
+        }
+    }
+}
+
+/// `pg_is_in_recovery()` and the positions that go with it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "role", rename_all = "snake_case")]
+pub enum ServerRole {
+    /// Not in recovery: writable.
+    Primary {
+        /// `pg_current_wal_lsn()`.
+        current_lsn: u64,
+    },
+    /// In recovery.
+    Standby {
+        /// `pg_last_wal_receive_lsn()`; none before anything was streamed.
+        received_lsn: Option<u64>,
+        /// `pg_last_wal_replay_lsn()`.
+        replayed_lsn: Option<u64>,
+    },
+}
+
+/// One `pg_stat_replication` row: a standby streaming from this server.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ReplicationRow {
+    /// The standby's `application_name` (pgkeel sets it to the member name).
+    pub application_name: String,
+    /// `startup`, `catchup`, `streaming`, `backup`, `stopping`.
+    pub state: String,
+    /// WAL sent to the standby.
+    pub sent_lsn: Option<u64>,
+    /// WAL the standby has written.
+    pub write_lsn: Option<u64>,
+    /// WAL the standby has flushed: what synchronous commit waits for.
+    pub flush_lsn: Option<u64>,
+    /// WAL the standby has replayed.
+    pub replay_lsn: Option<u64>,
+    /// `async`, `potential`, `sync`, `quorum`.
+    pub sync_state: String,
+}
+
+/// One replication slot.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SlotInfo {
+    /// The slot's name (pgkeel: the member name made slot-safe).
+    pub name: String,
+    /// `physical` or `logical`.
+    pub slot_type: String,
+    /// A WAL sender uses it now.
+    pub active: bool,
+    /// The oldest WAL the slot keeps; none before first use of a
+    /// non-reserving slot, or once `max_slot_wal_keep_size` invalidated it.
+    pub restart_lsn: Option<u64>,
+}
