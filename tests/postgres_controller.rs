@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use pgkeel::config::{InitdbOption, Scalar};
 use pgkeel::postgres::conf::conninfo;
-use pgkeel::postgres::{PgError, PgState, Postgres, RealPostgres, ServerRole, StartSpec, StopMode};
+use pgkeel::postgres::{
+    ControlData, PgError, PgState, Postgres, RealPostgres, ServerRole, StartSpec, StopMode,
+};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -54,6 +56,13 @@ async fn running(pg: &RealPostgres) -> pgkeel::postgres::Running {
         Ok(PgState::Running(r)) => r,
         other => panic!("expected a running server, got {other:?}"),
     }
+}
+
+async fn control_data(pg: &RealPostgres) -> ControlData {
+    pg.control_data()
+        .await
+        .expect("control data")
+        .expect("an initialized data directory")
 }
 
 /// Polls `probe` until `check` holds, failing the test after [`WAIT`].
@@ -103,8 +112,12 @@ async fn streaming_promotion_and_stops() {
     tracing::info!("phase: initdb and start the primary");
     let a = RealPostgres::new(pg::pg_config(&dir_a, port_a)).expect("controller a");
     assert!(!a.is_initialized().await.expect("is_initialized"));
+    assert_eq!(a.control_data().await.expect("control data"), None);
     a.initdb(&no_sync()).await.expect("initdb");
     assert!(a.is_initialized().await.expect("is_initialized"));
+    let fresh = control_data(&a).await;
+    assert!(fresh.sysid != 0 && fresh.checkpoint_lsn > 0, "{fresh:?}");
+    assert_eq!((fresh.state.as_str(), fresh.timeline), ("shut down", 1));
     assert!(matches!(a.start(&spec()).await, Err(PgError::NoRole)));
     a.configure_as_primary().await.expect("configure a");
     let pid_a = a.start(&spec()).await.expect("start a");
@@ -116,6 +129,9 @@ async fn streaming_promotion_and_stops() {
     assert_eq!(r.timeline, 1);
     assert!(r.server_version_num >= 130_000, "{r:?}");
     assert_eq!(r.pid, pid_a);
+    let live = control_data(&a).await;
+    assert_eq!(live.sysid, fresh.sysid);
+    assert_eq!(live.state, "in production");
 
     tracing::info!("phase: roles and a slot");
     a.create_roles(&pg::auth()).await.expect("create roles");
@@ -155,6 +171,7 @@ async fn streaming_promotion_and_stops() {
     b.basebackup(&upstream(port_a, "b"), Some("b"))
         .await
         .expect("basebackup");
+    assert_eq!(control_data(&b).await.sysid, fresh.sysid);
     b.configure_as_standby(&upstream(port_a, "b"), Some("b"))
         .await
         .expect("configure b");
@@ -170,6 +187,24 @@ async fn streaming_promotion_and_stops() {
     })
     .await;
     assert!(a.list_slots().await.expect("slots")[0].active);
+    let state = wait_for(&b, "b's WAL receiver streaming", |s| {
+        s.running().is_some_and(|r| {
+            matches!(
+                r.role,
+                ServerRole::Standby {
+                    streaming: true,
+                    ..
+                }
+            )
+        })
+    })
+    .await;
+    match &state.running().expect("running").role {
+        ServerRole::Standby {
+            upstream: Some(up), ..
+        } => assert!(up.ends_with(&format!(":{port_a}")), "{up}"),
+        other => panic!("expected a standby with an upstream, got {other:?}"),
+    }
 
     tracing::info!("phase: a row written on the primary appears on the standby");
     client_a
@@ -221,6 +256,13 @@ async fn streaming_promotion_and_stops() {
     tracing::info!("phase: fast and immediate stops leave no process");
     a.stop(StopMode::Fast, WAIT).await.expect("fast stop");
     assert!(!pg::alive(pid_a), "postmaster {pid_a} survived a fast stop");
+    let stopped = control_data(&a).await;
+    assert_eq!(stopped.sysid, fresh.sysid);
+    assert_eq!((stopped.state.as_str(), stopped.timeline), ("shut down", 1));
+    assert!(
+        stopped.checkpoint_lsn > 0 && stopped.checkpoint_lsn >= written,
+        "{stopped:?}"
+    );
     assert_eq!(a.probe().await.expect("probe"), PgState::Stopped);
     a.stop(StopMode::Fast, WAIT)
         .await

@@ -11,7 +11,7 @@
 //! Any operation can be made to fail once with [`FakePostgres::fail_next`].
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,13 +21,22 @@ use super::conf::parse_conninfo;
 use super::fake_net::FakeNet;
 use super::real::lock;
 use super::types::{
-    PgState, ReplicationRow, Running, ServerRole, SlotInfo, StartSpec, StopMode, WantedRole,
+    ControlData, PgState, ReplicationRow, Running, ServerRole, SlotInfo, StartSpec, StopMode,
+    WantedRole,
 };
 use super::{check_slot_name, PgError, Postgres};
 
 /// The WAL position of a fresh cluster, as initdb leaves it.
 const INITIAL_LSN: u64 = 0x0100_0000;
 static NEXT_PID: AtomicU32 = AtomicU32::new(10_000);
+/// System identifiers: unique per `initdb`, like PostgreSQL's (time-based).
+static NEXT_SYSID: AtomicU64 = AtomicU64::new(7_000_000_000_000_000_001);
+
+/// `Database cluster state` values the fake goes through.
+const SHUT_DOWN: &str = "shut down";
+const SHUT_DOWN_IN_RECOVERY: &str = "shut down in recovery";
+const IN_PRODUCTION: &str = "in production";
+const IN_ARCHIVE_RECOVERY: &str = "in archive recovery";
 
 pub(super) type Shared = Arc<Mutex<FakeState>>;
 
@@ -57,6 +66,17 @@ pub struct FakeState {
     pub slots: BTreeMap<String, Option<u64>>,
     /// A standby that can no longer follow its upstream.
     pub diverged: bool,
+    /// A standby's WAL receiver streams: a [`FakeNet::replicate`] round
+    /// reached it since it last started or was pointed elsewhere.
+    pub streaming: bool,
+    /// `Database system identifier`: set by initdb, copied by basebackup.
+    pub sysid: u64,
+    /// `Latest checkpoint location`: moved by CHECKPOINT and a fast stop.
+    pub checkpoint_lsn: u64,
+    /// `Latest checkpoint's TimeLineID`.
+    pub checkpoint_timeline: u32,
+    /// `Database cluster state` as pg_control has it.
+    pub cluster_state: &'static str,
     /// `create_roles` ran.
     pub roles_created: bool,
     /// CHECKPOINTs run.
@@ -145,6 +165,12 @@ impl FakePostgres {
         Ok(st)
     }
 
+    /// Another fake on the net is running at `address`.
+    fn is_up(&self, address: &str) -> bool {
+        let other = lock(&self.net.0).get(address).cloned();
+        other.is_some_and(|s| !Arc::ptr_eq(&s, &self.state) && lock(&s).pid.is_some())
+    }
+
     fn replication_rows(&self) -> Vec<ReplicationRow> {
         let others: Vec<Shared> = lock(&self.net.0).values().cloned().collect();
         let mut rows: Vec<ReplicationRow> = others
@@ -223,6 +249,10 @@ impl Postgres for FakePostgres {
             timeline: 1,
             lsn: INITIAL_LSN,
             replayed: INITIAL_LSN,
+            sysid: NEXT_SYSID.fetch_add(1, Ordering::Relaxed),
+            checkpoint_lsn: INITIAL_LSN,
+            checkpoint_timeline: 1,
+            cluster_state: SHUT_DOWN,
             ..FakeState::default()
         };
         Ok(())
@@ -252,12 +282,22 @@ impl Postgres for FakePostgres {
             });
         }
         let mut st = self.op("basebackup")?;
+        // The backup starts with a checkpoint; the copied pg_control says
+        // what the running source's did.
         *st = FakeState {
             initialized: true,
             timeline: source.timeline,
             history: source.history,
             lsn: source.lsn,
             replayed: source.lsn,
+            sysid: source.sysid,
+            checkpoint_lsn: source.lsn,
+            checkpoint_timeline: source.timeline,
+            cluster_state: if source.in_recovery {
+                IN_ARCHIVE_RECOVERY
+            } else {
+                IN_PRODUCTION
+            },
             ..FakeState::default()
         };
         Ok(())
@@ -310,7 +350,13 @@ impl Postgres for FakePostgres {
         }
         let role = st.configured.clone().ok_or(PgError::NoRole)?;
         st.upstream = upstream_of(&st.configured)?;
+        st.streaming = false;
         st.in_recovery = matches!(role, WantedRole::Standby { .. });
+        st.cluster_state = if st.in_recovery {
+            IN_ARCHIVE_RECOVERY
+        } else {
+            IN_PRODUCTION
+        };
         st.cluster_parameters = spec.cluster_parameters.clone();
         if !st.in_recovery {
             // Crash recovery replays everything received; no new timeline.
@@ -321,10 +367,23 @@ impl Postgres for FakePostgres {
         Ok(pid)
     }
 
-    async fn stop(&self, _mode: StopMode, _timeout: Duration) -> Result<(), PgError> {
+    async fn stop(&self, mode: StopMode, _timeout: Duration) -> Result<(), PgError> {
         let mut st = self.op("stop")?;
+        if st.pid.is_some() && mode == StopMode::Fast {
+            // The shutdown checkpoint (a restartpoint on a standby) at the
+            // end of what it has; an immediate stop leaves pg_control as a
+            // crash does.
+            st.checkpoint_lsn = if st.in_recovery { st.replayed } else { st.lsn };
+            st.checkpoint_timeline = st.timeline;
+            st.cluster_state = if st.in_recovery {
+                SHUT_DOWN_IN_RECOVERY
+            } else {
+                SHUT_DOWN
+            };
+        }
         st.pid = None;
         st.upstream = None;
+        st.streaming = false;
         Ok(())
     }
 
@@ -336,7 +395,11 @@ impl Postgres for FakePostgres {
     async fn reload(&self) -> Result<(), PgError> {
         let mut st = self.running("reload")?;
         if st.in_recovery {
-            st.upstream = upstream_of(&st.configured)?;
+            let upstream = upstream_of(&st.configured)?;
+            if upstream != st.upstream {
+                st.streaming = false;
+            }
+            st.upstream = upstream;
         }
         Ok(())
     }
@@ -351,6 +414,8 @@ impl Postgres for FakePostgres {
         st.timeline += 1;
         st.in_recovery = false;
         st.upstream = None;
+        st.streaming = false;
+        st.cluster_state = IN_PRODUCTION;
         st.replayed = st.lsn;
         st.configured = Some(WantedRole::Primary);
         Ok(())
@@ -362,9 +427,19 @@ impl Postgres for FakePostgres {
             return Ok(PgState::Stopped);
         };
         let role = if st.in_recovery {
+            // The WAL receiver is connected while its upstream runs and
+            // streams once a replication round has reached it.
+            let connected = st
+                .upstream
+                .as_ref()
+                .filter(|_| !st.diverged)
+                .filter(|(to, _, _)| self.is_up(to))
+                .map(|(to, _, _)| to.clone());
             ServerRole::Standby {
                 received_lsn: Some(st.lsn),
                 replayed_lsn: Some(st.replayed),
+                streaming: st.streaming && connected.is_some(),
+                upstream: connected,
             }
         } else {
             ServerRole::Primary {
@@ -386,8 +461,21 @@ impl Postgres for FakePostgres {
     }
 
     async fn checkpoint(&self) -> Result<(), PgError> {
-        self.running("checkpoint")?.checkpoints += 1;
+        let mut st = self.running("checkpoint")?;
+        st.checkpoints += 1;
+        st.checkpoint_lsn = if st.in_recovery { st.replayed } else { st.lsn };
+        st.checkpoint_timeline = st.timeline;
         Ok(())
+    }
+
+    async fn control_data(&self) -> Result<Option<ControlData>, PgError> {
+        let st = self.op("control_data")?;
+        Ok(st.initialized.then(|| ControlData {
+            sysid: st.sysid,
+            checkpoint_lsn: st.checkpoint_lsn,
+            timeline: st.checkpoint_timeline,
+            state: st.cluster_state.to_owned(),
+        }))
     }
 
     async fn create_roles(&self, _auth: &Authentication) -> Result<(), PgError> {

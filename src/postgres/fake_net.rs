@@ -51,9 +51,11 @@ impl FakeNet {
                 let mut st = lock(standby);
                 if !can_follow {
                     st.diverged = true;
+                    st.streaming = false;
                     continue;
                 }
                 st.diverged = false;
+                st.streaming = true;
                 st.timeline = up.timeline;
                 st.history = up.history.clone();
                 st.lsn = up.lsn;

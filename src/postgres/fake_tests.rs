@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use super::conf::conninfo;
-use super::{FakeNet, FakePostgres, PgError, Postgres, StartSpec, StopMode};
+use super::{
+    FakeNet, FakePostgres, PgError, PgState, Postgres, Running, ServerRole, StartSpec, StopMode,
+};
 
 fn to(address: &str, app: &str) -> String {
     let (host, port) = address.split_once(':').unwrap_or((address, "5432"));
@@ -98,5 +100,98 @@ async fn a_standby_behind_the_fork_follows_the_new_timeline() -> Result<(), PgEr
     assert!(b.checkpoint().await.is_err());
     b.checkpoint().await?;
     assert_eq!(b.state().checkpoints, 1);
+    Ok(())
+}
+
+/// The standby part of a probe: `(streaming, upstream)`.
+async fn receiver(pg: &FakePostgres) -> Result<(bool, Option<String>), PgError> {
+    match pg.probe().await? {
+        PgState::Running(Running {
+            role:
+                ServerRole::Standby {
+                    streaming,
+                    upstream,
+                    ..
+                },
+            ..
+        }) => Ok((streaming, upstream)),
+        other => panic!("expected a running standby, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn control_data_and_the_wal_receiver() -> Result<(), PgError> {
+    let net = FakeNet::default();
+    let (a, b, c) = (
+        FakePostgres::new(&net, "a:1"),
+        FakePostgres::new(&net, "b:1"),
+        FakePostgres::new(&net, "c:1"),
+    );
+    let spec = StartSpec::default();
+    assert_eq!(a.control_data().await?, None);
+    a.initdb(&[]).await?;
+    c.initdb(&[]).await?;
+    let fresh = a.control_data().await?.expect("initialized");
+    assert!(fresh.sysid != 0 && fresh.is_clean_shutdown());
+    assert_ne!(fresh.sysid, c.control_data().await?.expect("c").sysid);
+    a.configure_as_primary().await?;
+    a.start(&spec).await?;
+    assert_eq!(a.control_data().await?.expect("a").state, "in production");
+
+    b.basebackup(&to("a:1", "b"), None).await?;
+    assert_eq!(b.control_data().await?.expect("b").sysid, fresh.sysid);
+    b.configure_as_standby(&to("a:1", "b"), None).await?;
+    b.start(&spec).await?;
+    assert_eq!(receiver(&b).await?, (false, Some("a:1".into())));
+    net.replicate();
+    assert_eq!(receiver(&b).await?, (true, Some("a:1".into())));
+    assert_eq!(
+        b.control_data().await?.expect("b").state,
+        "in archive recovery"
+    );
+
+    // A fast stop writes a shutdown checkpoint at the end of WAL.
+    let end = a.write(100)?;
+    net.replicate();
+    a.stop(StopMode::Fast, Duration::from_secs(1)).await?;
+    let stopped = a.control_data().await?.expect("a");
+    assert_eq!(
+        (
+            stopped.state.as_str(),
+            stopped.checkpoint_lsn,
+            stopped.timeline
+        ),
+        ("shut down", end, 1)
+    );
+    assert_eq!(receiver(&b).await?, (false, None));
+
+    // Promotion: the checkpoint's timeline lags until a CHECKPOINT.
+    b.promote(Duration::from_secs(1)).await?;
+    let promoted = b.control_data().await?.expect("b");
+    assert_eq!(
+        (promoted.state.as_str(), promoted.timeline),
+        ("in production", 1)
+    );
+    b.checkpoint().await?;
+    let b_cd = b.control_data().await?.expect("b");
+    assert_eq!((b_cd.timeline, b_cd.checkpoint_lsn), (2, end));
+
+    // An immediate stop leaves pg_control as it was, like a crash.
+    b.write(10)?;
+    b.stop(StopMode::Immediate, Duration::from_secs(1)).await?;
+    assert_eq!(b.control_data().await?, Some(b_cd));
+
+    // A stopped standby: "shut down in recovery" at what it replayed.
+    a.configure_as_standby(&to("c:1", "a"), None).await?;
+    a.start(&spec).await?;
+    assert_eq!(receiver(&a).await?, (false, None));
+    a.stop(StopMode::Fast, Duration::from_secs(1)).await?;
+    let a_cd = a.control_data().await?.expect("a");
+    assert_eq!(
+        (a_cd.state.as_str(), a_cd.checkpoint_lsn),
+        ("shut down in recovery", end)
+    );
+    a.fail_next("control_data");
+    assert!(a.control_data().await.is_err());
     Ok(())
 }

@@ -5,7 +5,8 @@
 //! runs [`RealPostgres`]. The trait is the whole vocabulary: create a data
 //! directory (initdb or pg_basebackup), say which role the next start has
 //! (`configure_as_primary` / `configure_as_standby`), start, stop, reload,
-//! promote, observe ([`PgState`]), and manage roles and replication slots.
+//! promote, observe ([`PgState`], and [`ControlData`] with the server up or
+//! down), and manage roles and replication slots.
 //!
 //! ```text
 //!   initdb / basebackup ──▶ configure_as_{primary,standby} ──▶ start ──▶ probe …
@@ -28,6 +29,7 @@
 //! costs nothing at run time and keeps every future `Send` for `tokio::spawn`.
 
 pub mod conf;
+mod controldata;
 mod error;
 pub mod fake;
 mod fake_net;
@@ -55,7 +57,8 @@ pub use lsn::{format_lsn, parse_lsn};
 pub use real::RealPostgres;
 pub use setup::{find_bin_dir, server_major, MIN_MAJOR};
 pub use types::{
-    PgState, ReplicationRow, Running, ServerRole, SlotInfo, StartSpec, StopMode, WantedRole,
+    ControlData, PgState, ReplicationRow, Running, ServerRole, SlotInfo, StartSpec, StopMode,
+    WantedRole,
 };
 
 /// What the HA driver can ask of a node's PostgreSQL. Every method is
@@ -129,6 +132,13 @@ pub trait Postgres: Send + Sync {
 
     /// The postmaster's PID when one is alive for this data directory.
     fn postmaster_pid(&self) -> impl Future<Output = Result<Option<u32>, PgError>> + Send;
+
+    /// What `pg_control` says (`pg_controldata`): the cluster's system
+    /// identifier, the latest checkpoint and its timeline, and whether the
+    /// last shutdown was clean. Works with the server up or down; `None`
+    /// when the data directory holds no cluster. On a running server the
+    /// checkpoint lags the WAL written since.
+    fn control_data(&self) -> impl Future<Output = Result<Option<ControlData>, PgError>> + Send;
 
     /// `CHECKPOINT`: a new primary runs it so a rewind sees the new timeline.
     fn checkpoint(&self) -> impl Future<Output = Result<(), PgError>> + Send;

@@ -10,9 +10,12 @@ use crate::config::{Authentication, InitdbOption, Scalar};
 use super::conf::split_password;
 use super::postmaster::{self, StartGuard};
 use super::real::{lock, RealPostgres};
-use super::spawn::{command, run_tool};
-use super::types::{PgState, SlotInfo, StartSpec, StopMode, WantedRole};
-use super::{check_slot_name, sql, PgError, Postgres};
+use super::spawn::{command, run_tool, tool_output};
+use super::types::{ControlData, PgState, SlotInfo, StartSpec, StopMode, WantedRole};
+use super::{check_slot_name, controldata, sql, PgError, Postgres};
+
+/// pg_controldata reads one small file; a hung disk must not stall the loop.
+const CONTROLDATA_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl RealPostgres {
     async fn set_role(&self, role: WantedRole) -> Result<(), PgError> {
@@ -268,6 +271,25 @@ impl Postgres for RealPostgres {
 
     async fn postmaster_pid(&self) -> Result<Option<u32>, PgError> {
         self.live_pid()
+    }
+
+    async fn control_data(&self) -> Result<Option<ControlData>, PgError> {
+        if !self.pg_version_file().exists() {
+            return Ok(None);
+        }
+        let mut cmd = command(
+            &self.bin_dir.join("pg_controldata"),
+            &self.who,
+            libc::SIGTERM,
+        );
+        cmd.env("LC_ALL", "C").arg("-D").arg(&self.config.data_dir);
+        let text = tokio::time::timeout(CONTROLDATA_TIMEOUT, tool_output(cmd, "pg_controldata"))
+            .await
+            .map_err(|_| PgError::Timeout {
+                what: "pg_controldata",
+                after: CONTROLDATA_TIMEOUT,
+            })??;
+        controldata::parse(&text).map(Some)
     }
 
     async fn checkpoint(&self) -> Result<(), PgError> {

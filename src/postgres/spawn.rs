@@ -24,7 +24,7 @@ use std::process::Stdio;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::{Child, ChildStderr, Command};
 
 use super::os::Identity;
@@ -181,6 +181,48 @@ pub(crate) fn log_stderr(
             tail.push(line);
         }
     })
+}
+
+/// Runs a tool that reports on stdout (`pg_controldata`) and returns what
+/// it printed; stderr goes to the log. `kill_on_drop`, so a caller's
+/// timeout leaves no process behind. Fails with the end of its stderr.
+pub(crate) async fn tool_output(
+    mut cmd: Command,
+    program: &'static str,
+) -> Result<String, PgError> {
+    cmd.stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = spawn(cmd, program).await?;
+    let tail = Tail::default();
+    let stderr = child
+        .stderr
+        .take()
+        .map(|s| log_stderr(s, program, tail.clone()));
+    let mut stdout = Vec::new();
+    if let Some(mut out) = child.stdout.take() {
+        out.read_to_end(&mut stdout)
+            .await
+            .map_err(PgError::io(format!("reading the output of {program}")))?;
+    }
+    let status = child
+        .wait()
+        .await
+        .map_err(PgError::io(format!("waiting for {program}")))?;
+    if let Some(task) = stderr {
+        let _ = task.await;
+    }
+    if status.success() {
+        String::from_utf8(stdout).map_err(|_| {
+            PgError::Protocol(format!("{program} printed something that is not UTF-8"))
+        })
+    } else {
+        Err(PgError::Command {
+            program: program.to_owned(),
+            status: status.to_string(),
+            detail: tail.text(),
+        })
+    }
 }
 
 /// Runs a tool to completion (`kill_on_drop`, so a cancelled bootstrap does

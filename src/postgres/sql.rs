@@ -21,7 +21,10 @@ pub(crate) async fn probe(client: &Client, pid: u32) -> Result<Running, PgError>
                     pg_last_wal_replay_lsn()::text,
                     (SELECT received_tli FROM pg_stat_wal_receiver),
                     (SELECT timeline_id FROM pg_control_checkpoint()),
-                    EXISTS (SELECT 1 FROM pg_settings WHERE pending_restart)",
+                    EXISTS (SELECT 1 FROM pg_settings WHERE pending_restart),
+                    coalesce((SELECT status = 'streaming' FROM pg_stat_wal_receiver), false),
+                    (SELECT sender_host FROM pg_stat_wal_receiver),
+                    (SELECT sender_port FROM pg_stat_wal_receiver)",
             &[],
         )
         .await
@@ -36,9 +39,14 @@ pub(crate) async fn probe(client: &Client, pid: u32) -> Result<Running, PgError>
     let checkpoint_tli: Option<i32> = row.try_get(7).map_err(PgError::sql("reading the probe"))?;
     let pending_restart: bool = row.try_get(8).map_err(PgError::sql("reading the probe"))?;
     let (role, timeline) = if in_recovery {
+        let streaming: bool = row.try_get(9).map_err(PgError::sql("reading the probe"))?;
+        let sender_port: Option<i32> =
+            row.try_get(11).map_err(PgError::sql("reading the probe"))?;
         let role = ServerRole::Standby {
             received_lsn: parse_opt(get(4)?)?,
             replayed_lsn: parse_opt(get(5)?)?,
+            streaming,
+            upstream: sender_address(get(10)?, sender_port),
         };
         let tli = received_tli.or(checkpoint_tli).unwrap_or(0);
         (role, u32::try_from(tli).unwrap_or(0))
@@ -62,6 +70,21 @@ pub(crate) async fn probe(client: &Client, pid: u32) -> Result<Running, PgError>
         role,
         replication: replication(client).await?,
         pending_restart,
+    })
+}
+
+/// `host:port` of a WAL receiver's sender (`[host]:port` for an IPv6
+/// address); none without a host (no receiver, or not yet connected).
+fn sender_address(host: Option<String>, port: Option<i32>) -> Option<String> {
+    let host = host.filter(|h| !h.is_empty())?;
+    let host = if host.contains(':') && !host.starts_with('/') {
+        format!("[{host}]")
+    } else {
+        host
+    };
+    Some(match port {
+        Some(port) => format!("{host}:{port}"),
+        None => host,
     })
 }
 
@@ -270,5 +293,22 @@ mod tests {
         assert_eq!(ident("a\"b"), "\"a\"\"b\"");
         assert_eq!(literal("it's"), "'it''s'");
         assert_eq!(literal(r"a\'"), r"E'a\\'''");
+    }
+
+    #[test]
+    fn sender_addresses() {
+        let addr = |h: Option<&str>, p| sender_address(h.map(str::to_owned), p);
+        assert_eq!(
+            addr(Some("10.0.0.1"), Some(5432)).as_deref(),
+            Some("10.0.0.1:5432")
+        );
+        assert_eq!(addr(Some("::1"), Some(5433)).as_deref(), Some("[::1]:5433"));
+        assert_eq!(
+            addr(Some("/run/postgresql"), Some(5432)).as_deref(),
+            Some("/run/postgresql:5432")
+        );
+        assert_eq!(addr(Some("db1"), None).as_deref(), Some("db1"));
+        assert_eq!(addr(None, Some(5432)), None);
+        assert_eq!(addr(Some(""), Some(5432)), None);
     }
 }

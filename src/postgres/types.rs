@@ -125,13 +125,14 @@ impl Running {
             ServerRole::Standby {
                 received_lsn,
                 replayed_lsn,
+                ..
             } => received_lsn.unwrap_or(0).max(replayed_lsn.unwrap_or(0)),
         }
     }
 }
 
 /// `pg_is_in_recovery()` and the positions that go with it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "role", rename_all = "snake_case")]
 pub enum ServerRole {
     /// Not in recovery: writable.
@@ -145,6 +146,12 @@ pub enum ServerRole {
         received_lsn: Option<u64>,
         /// `pg_last_wal_replay_lsn()`.
         replayed_lsn: Option<u64>,
+        /// The WAL receiver is connected and streaming
+        /// (`pg_stat_wal_receiver.status = 'streaming'`).
+        streaming: bool,
+        /// `sender_host:sender_port` of the WAL receiver's connection (an
+        /// IPv6 host in brackets); none while no receiver is connected.
+        upstream: Option<String>,
     },
 }
 
@@ -179,4 +186,32 @@ pub struct SlotInfo {
     /// The oldest WAL the slot keeps; none before first use of a
     /// non-reserving slot, or once `max_slot_wal_keep_size` invalidated it.
     pub restart_lsn: Option<u64>,
+}
+
+/// What `pg_controldata` says about a data directory: readable whether or
+/// not the server runs, so the driver can compare a stopped node's cluster
+/// and position with the others'.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ControlData {
+    /// `Database system identifier`: the same on every copy of one cluster
+    /// (initdb picks it; pg_basebackup and pg_rewind keep it).
+    pub sysid: u64,
+    /// `Latest checkpoint location`. After a clean shutdown, the shutdown
+    /// checkpoint: the end of the WAL the server wrote.
+    pub checkpoint_lsn: u64,
+    /// `Latest checkpoint's TimeLineID`: lags a promotion until the next
+    /// checkpoint.
+    pub timeline: u32,
+    /// `Database cluster state`: `shut down`, `shut down in recovery`,
+    /// `in production`, `in archive recovery`, `in crash recovery`,
+    /// `shutting down`, `starting up`.
+    pub state: String,
+}
+
+impl ControlData {
+    /// The last shutdown was clean (`shut down` or `shut down in
+    /// recovery`): no crash recovery at the next start.
+    pub fn is_clean_shutdown(&self) -> bool {
+        self.state == "shut down" || self.state == "shut down in recovery"
+    }
 }
