@@ -13,12 +13,16 @@
 //!   local PostgreSQL state + config + now → actions. No I/O.
 //! - [`postgres`] (data nodes only): the PostgreSQL controller behind a
 //!   trait, with a real implementation and an in-memory fake.
+//! - [`agent`] (data nodes only): the event loop that feeds the HA core
+//!   and carries out its actions on the store and PostgreSQL.
 //! - [`node`]: wiring: opens storage, starts Raft, bootstraps the cluster,
 //!   serves gRPC; used by both `pgkeel` and `pgkeel-witness`.
 //! - [`config`]: the YAML file of one node, validated on load.
 //! - [`clock`]: `CLOCK_BOOTTIME`, the lease holder's clock.
 
 pub mod admin;
+#[cfg(feature = "data-node")]
+pub mod agent;
 pub mod clock;
 pub mod config;
 pub mod consensus;

@@ -3,6 +3,8 @@
 //! `pgkeel-witness`; the transport and the clock are parameters so the
 //! deterministic tests can run several voters in one process.
 
+#[cfg(feature = "data-node")]
+pub mod agent;
 pub mod bootstrap;
 pub mod grpc_router;
 pub mod run;

@@ -56,7 +56,9 @@ pub fn spec(config: &Config) -> anyhow::Result<VoterSpec> {
     })
 }
 
-/// Runs one voter (data node or witness) until `shutdown` completes.
+/// Runs one voter (data node or witness) until `shutdown` completes. A data
+/// node with a `postgresql` section also runs the HA agent; on shutdown the
+/// agent hands over first, then the voter stops.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let listen = config.raft.listen;
     // Bind first: a port in use is a start-up error, before anything opens.
@@ -73,8 +75,62 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         %listen,
         "voter running"
     );
-    let served = serve(&voter, listener, &token, shutdown).await;
+    let (stop_grpc, grpc_stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(serve(
+        voter.identity.clone(),
+        voter.handler.clone(),
+        voter.store.clone(),
+        listener,
+        token,
+        async {
+            let _ = grpc_stopped.await;
+        },
+    ));
+    let (agent_stop, agent_stop_rx) = tokio::sync::watch::channel(false);
+    #[cfg(feature = "data-node")]
+    let mut agent = match config.postgresql.is_some() {
+        true => Some(super::agent::start(
+            &config,
+            voter.store.clone(),
+            agent_stop_rx,
+        )?),
+        false => None,
+    };
+    #[cfg(not(feature = "data-node"))]
+    let mut agent: Option<tokio::task::JoinHandle<Option<String>>> = {
+        drop(agent_stop_rx);
+        None
+    };
+    let mut failure = None;
+    tokio::pin!(shutdown);
+    tokio::select! {
+        _ = &mut shutdown => {}
+        r = async { agent.as_mut().expect("guarded by the branch condition").await }, if agent.is_some() => {
+            agent = None;
+            failure = match r {
+                Ok(Some(e)) => Some(e),
+                Ok(None) => None,
+                Err(e) => Some(format!("the HA agent failed: {e}")),
+            };
+        }
+    }
+    if let Some(a) = agent {
+        let _ = agent_stop.send(true);
+        match a.await {
+            Ok(Some(e)) => failure = Some(e),
+            Ok(None) => {}
+            Err(e) => failure = Some(format!("the HA agent failed: {e}")),
+        }
+    }
     tracing::info!("shutting down");
+    let _ = stop_grpc.send(());
+    let served = server.await;
     voter.stop().await;
-    served
+    if let Some(e) = failure {
+        anyhow::bail!(e);
+    }
+    match served {
+        Ok(r) => r,
+        Err(e) => Err(anyhow::anyhow!("the gRPC server task failed: {e}")),
+    }
 }

@@ -36,6 +36,13 @@ impl ProcCluster {
     /// temporary data directory. Nothing is started yet.
     pub fn from_example(example: &str) -> ProcCluster {
         let dir = tempfile::tempdir().expect("tempdir");
+        // PostgreSQL runs as postgresql.os_user, which must reach the data
+        // directories below this root-owned temporary directory.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+                .expect("chmod tempdir");
+        }
         let src = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("config/examples")
             .join(example);
@@ -132,6 +139,115 @@ impl ProcCluster {
         for n in self.names() {
             self.start(&n);
         }
+    }
+
+    /// SIGTERM, as systemd's stop would send, and wait for the process to exit.
+    pub fn sigterm(&mut self, name: &str) {
+        let node = self.nodes.get_mut(name).expect("node");
+        if let Some(mut child) = node.child.take() {
+            tracing::info!(name, pid = child.id(), "SIGTERM");
+            if let Ok(pid) = i32::try_from(child.id()) {
+                // SAFETY: kill(2) on the PID of our own child, which we have not reaped yet.
+                unsafe {
+                    libc::kill(pid, libc::SIGTERM);
+                }
+            }
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                match child.try_wait() {
+                    Ok(Some(_)) => break,
+                    _ if Instant::now() > deadline => {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        panic!(
+                            "{name} did not exit within 60 s of SIGTERM\n{}",
+                            self.logs()
+                        );
+                    }
+                    _ => std::thread::sleep(Duration::from_millis(50)),
+                }
+            }
+        }
+    }
+
+    /// `pgkeelctl list --format json` through `via`.
+    pub fn list(&self, via: &str) -> Option<serde_json::Value> {
+        let out = self.ctl(via, &["--format", "json", "list"]);
+        out.status
+            .success()
+            .then(|| serde_json::from_slice(&out.stdout).ok())
+            .flatten()
+    }
+
+    /// Waits until `list` shows one leader running and every other data
+    /// member streaming; returns the leader's name and every member's
+    /// PostgreSQL host:port by name.
+    pub fn wait_streaming(
+        &self,
+        data_members: usize,
+        within: Duration,
+    ) -> (String, BTreeMap<String, String>) {
+        let deadline = Instant::now() + within;
+        let mut last = None;
+        loop {
+            let via = self
+                .nodes
+                .values()
+                .find(|n| n.child.is_some())
+                .map(|n| n.name.clone())
+                .expect("a running node");
+            if let Some(list) = self.list(&via) {
+                let members = list["members"].as_array().cloned().unwrap_or_default();
+                let data: Vec<_> = members.iter().filter(|m| m["role"] != "witness").collect();
+                let leader: Vec<_> = data
+                    .iter()
+                    .filter(|m| m["role"] == "leader" && m["state"] == "running")
+                    .collect();
+                let streaming = data
+                    .iter()
+                    .filter(|m| m["role"] == "replica" && m["state"] == "streaming")
+                    .count();
+                if data.len() == data_members && leader.len() == 1 && streaming == data_members - 1
+                {
+                    let hosts = data
+                        .iter()
+                        .map(|m| {
+                            (
+                                m["name"].as_str().unwrap_or_default().to_string(),
+                                m["host"].as_str().unwrap_or_default().to_string(),
+                            )
+                        })
+                        .collect();
+                    return (
+                        leader[0]["name"].as_str().unwrap_or_default().to_string(),
+                        hosts,
+                    );
+                }
+                last = Some(list);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "not one leader + streaming replicas within {within:?}: {last:?}\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    /// The example file stem of the member named `member` (node1 → node1, witness1 → witness).
+    pub fn file_of(&self, member: &str) -> String {
+        self.nodes
+            .values()
+            .find(|n| {
+                std::fs::read_to_string(&n.config).is_ok_and(|t| {
+                    t.lines().any(|l| {
+                        l.trim() == format!("name: {member}")
+                            || l.trim().starts_with(&format!("name: {member} "))
+                    })
+                })
+            })
+            .map(|n| n.name.clone())
+            .unwrap_or_else(|| member.to_string())
     }
 
     /// The PID of a running node.

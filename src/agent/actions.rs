@@ -1,0 +1,368 @@
+//! Carrying out the HA core's actions: one `run_*` per lane, each turning
+//! the outcome into exactly one event for the core.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::consensus::peer::StoreError;
+use crate::consensus::types::Expect;
+use crate::ha::Event;
+use crate::ha::{self as hv, DataDir, Lsn, Upstream};
+use crate::ha::{Action, ActionDone, ActionKind, Reply, StartAs, StopMode};
+use crate::postgres::conf::conninfo;
+use crate::postgres::{self as pg, Postgres};
+use crate::store::keys::{self, InitializeRecord, StatusRecord};
+use crate::store::Store;
+
+use super::view::member_record;
+use super::AgentSpec;
+
+fn done(kind: ActionKind, result: Result<Reply, String>) -> Event {
+    Event::ActionDone(ActionDone { kind, result })
+}
+
+fn lease_reply(e: StoreError) -> Result<Reply, String> {
+    match e {
+        StoreError::LeaseExpired { .. } | StoreError::LeaseNotFound { .. } => Ok(Reply::LeaseGone),
+        other => Err(other.to_string()),
+    }
+}
+
+/// Runs a store-lane action.
+pub async fn run_store(store: &Store, spec: &AgentSpec, action: Action) -> Event {
+    let kind = action.kind();
+    let result = match action {
+        Action::AcquireInitialize => {
+            let rec = InitializeRecord {
+                owner: spec.name.clone(),
+                sysid: None,
+            };
+            match store
+                .put(keys::INITIALIZE, &keys::encode(&rec), None, Expect::Absent)
+                .await
+            {
+                Ok(Ok(revision)) => Ok(Reply::Won { revision }),
+                Ok(Err(_)) => Ok(Reply::Lost),
+                Err(e) => Err(e.to_string()),
+            }
+        }
+        Action::SetInitializeSysid { sysid } => set_sysid(store, spec, sysid).await,
+        Action::GrantLease { ttl } => match store.grant(ttl).await {
+            Ok(g) => Ok(Reply::Lease {
+                lease: g.lease,
+                valid_until: g.valid_until(spec.ha.safety_margin),
+            }),
+            Err(e) => Err(e.to_string()),
+        },
+        Action::Keepalive { lease } => match store.keepalive(lease).await {
+            Ok(g) => Ok(Reply::Lease {
+                lease: g.lease,
+                valid_until: g.valid_until(spec.ha.safety_margin),
+            }),
+            Err(e) => lease_reply(e),
+        },
+        Action::AcquireLeader { lease } => {
+            match store
+                .put(keys::LEADER, &spec.name, Some(lease), Expect::Absent)
+                .await
+            {
+                Ok(Ok(revision)) => Ok(Reply::Won { revision }),
+                Ok(Err(_)) => Ok(Reply::Lost),
+                Err(e) => lease_reply(e),
+            }
+        }
+        Action::RevokeLease { lease } => store
+            .revoke(lease)
+            .await
+            .map(|_| Reply::Done)
+            .or_else(lease_reply),
+        Action::PublishMember { lease, info } => {
+            let rec = keys::encode(&member_record(&spec.name, &info));
+            match store
+                .put(
+                    &keys::member_key(&spec.name),
+                    &rec,
+                    Some(lease),
+                    Expect::Any,
+                )
+                .await
+            {
+                Ok(_) => Ok(Reply::Done),
+                Err(e) => lease_reply(e),
+            }
+        }
+        Action::PublishStatus(s) => {
+            let rec = StatusRecord {
+                optime: s.lsn.0,
+                timeline: s.timeline,
+            };
+            store
+                .put(keys::STATUS, &keys::encode(&rec), None, Expect::Any)
+                .await
+                .map(|_| Reply::Done)
+                .map_err(|e| e.to_string())
+        }
+        other => Err(format!("{other:?} is not a store action")),
+    };
+    done(kind, result)
+}
+
+async fn set_sysid(store: &Store, spec: &AgentSpec, sysid: u64) -> Result<Reply, String> {
+    let current = store
+        .get(keys::INITIALIZE, crate::store::Consistency::Linearizable)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("the initialize key is gone")?;
+    let mut rec: InitializeRecord = keys::decode(&current.key, &current.value)?;
+    if rec.owner != spec.name {
+        return Err(format!(
+            "{} owns the initialize key, not this node",
+            rec.owner
+        ));
+    }
+    rec.sysid = Some(sysid.to_string());
+    match store
+        .put(
+            keys::INITIALIZE,
+            &keys::encode(&rec),
+            None,
+            Expect::ModRevision(current.mod_revision),
+        )
+        .await
+    {
+        Ok(Ok(_)) => Ok(Reply::Done),
+        Ok(Err(_)) => Err("the initialize key changed underneath; retrying".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// The replication connection string to `upstream`.
+pub fn upstream_conninfo(spec: &AgentSpec, upstream: &Upstream) -> String {
+    let (host, port) = upstream
+        .pg_address
+        .rsplit_once(':')
+        .unwrap_or((upstream.pg_address.as_str(), "5432"));
+    let user = &spec.auth.replication;
+    let password = user
+        .password
+        .as_ref()
+        .map(|p| p.expose().to_string())
+        .unwrap_or_default();
+    let mut pairs = vec![
+        ("host", host),
+        ("port", port),
+        ("user", user.username.as_str()),
+        ("application_name", spec.slot.as_str()),
+        ("dbname", "postgres"),
+    ];
+    if !password.is_empty() {
+        pairs.push(("password", password.as_str()));
+    }
+    conninfo(&pairs)
+}
+
+fn pg_err(e: pg::PgError) -> String {
+    e.to_string()
+}
+
+fn mode(m: StopMode) -> pg::StopMode {
+    match m {
+        StopMode::Fast => pg::StopMode::Fast,
+        StopMode::Immediate => pg::StopMode::Immediate,
+    }
+}
+
+/// The role this node last configured its PostgreSQL for: the probe cannot
+/// ask a server that is still starting, and the WAL receiver does not say
+/// which member it follows.
+#[derive(Debug, Clone, Default)]
+pub struct Configured {
+    pub standby: bool,
+    pub upstream: Option<Upstream>,
+}
+
+/// Runs a PostgreSQL-lane action (or a fence). `following` is updated with
+/// the upstream this node was last configured to follow.
+pub async fn run_pg<P: Postgres>(
+    pg: &Arc<P>,
+    spec: &AgentSpec,
+    following: &Mutex<Configured>,
+    action: Action,
+) -> Event {
+    let kind = action.kind();
+    let set_following = |standby: bool, upstream: Option<Upstream>| {
+        *following.lock().unwrap_or_else(|e| e.into_inner()) = Configured { standby, upstream };
+    };
+    let result: Result<Reply, String> = match action {
+        Action::Probe => {
+            return match probe(pg.as_ref(), following).await {
+                Ok(state) => Event::PgProbed(state),
+                Err(e) => done(kind, Err(e)),
+            }
+        }
+        Action::Initdb => {
+            async {
+                pg.initdb(&spec.initdb).await.map_err(pg_err)?;
+                match pg.control_data().await.map_err(pg_err)? {
+                    Some(cd) => Ok(Reply::Initialized { sysid: cd.sysid }),
+                    None => Err("initdb finished but the data directory holds no cluster".into()),
+                }
+            }
+            .await
+        }
+        Action::CreateRoles => pg
+            .create_roles(&spec.auth)
+            .await
+            .map(|_| Reply::Done)
+            .map_err(pg_err),
+        Action::StartPostgres(StartAs::Primary) => {
+            async {
+                pg.configure_as_primary().await.map_err(pg_err)?;
+                set_following(false, None);
+                pg.start(&spec.start).await.map_err(pg_err)?;
+                Ok(Reply::Done)
+            }
+            .await
+        }
+        Action::StartPostgres(StartAs::Standby { upstream, slot }) => {
+            async {
+                match &upstream {
+                    Some(u) => {
+                        pg.configure_as_standby(&upstream_conninfo(spec, u), Some(&slot))
+                            .await
+                    }
+                    None => pg.configure_as_standby("", None).await,
+                }
+                .map_err(pg_err)?;
+                set_following(true, upstream);
+                pg.start(&spec.start).await.map_err(pg_err)?;
+                Ok(Reply::Done)
+            }
+            .await
+        }
+        Action::StopPostgres { mode: m } => {
+            async {
+                pg.stop(mode(m), spec.stop_timeout).await.map_err(pg_err)?;
+                let cd = pg.control_data().await.map_err(pg_err)?;
+                let clean = cd
+                    .as_ref()
+                    .filter(|c| c.state == "shut down" || c.state == "shut down in recovery");
+                Ok(Reply::Stopped {
+                    checkpoint_lsn: clean.map(|c| Lsn(c.checkpoint_lsn)),
+                })
+            }
+            .await
+        }
+        Action::Promote => pg
+            .promote(spec.start.timeout)
+            .await
+            .map(|_| Reply::Done)
+            .map_err(pg_err),
+        Action::Checkpoint => pg.checkpoint().await.map(|_| Reply::Done).map_err(pg_err),
+        Action::Basebackup { from, slot } => pg
+            .basebackup(&upstream_conninfo(spec, &from), Some(&slot))
+            .await
+            .map(|_| Reply::Done)
+            .map_err(pg_err),
+        Action::ConfigureStandby { upstream, slot } => {
+            async {
+                pg.configure_as_standby(&upstream_conninfo(spec, &upstream), Some(&slot))
+                    .await
+                    .map_err(pg_err)?;
+                set_following(true, Some(upstream));
+                pg.reload().await.map_err(pg_err)?;
+                Ok(Reply::Done)
+            }
+            .await
+        }
+        Action::CreateSlot { name } => pg
+            .create_slot(&name)
+            .await
+            .map(|_| Reply::Done)
+            .map_err(pg_err),
+        Action::DropSlot { name } => pg
+            .drop_slot(&name)
+            .await
+            .map(|_| Reply::Done)
+            .map_err(pg_err),
+        Action::Fence => pg
+            .stop(pg::StopMode::Immediate, Duration::from_secs(5))
+            .await
+            .map(|_| Reply::Done)
+            .map_err(pg_err),
+        other => Err(format!("{other:?} is not a PostgreSQL action")),
+    };
+    done(kind, result)
+}
+
+/// What the core needs to know about the local server.
+async fn probe<P: Postgres>(pg: &P, following: &Mutex<Configured>) -> Result<hv::PgState, String> {
+    let control = pg.control_data().await.map_err(pg_err)?;
+    let state = pg.probe().await.map_err(pg_err)?;
+    let mut out = hv::PgState {
+        data_dir: match &control {
+            Some(cd) => DataDir::Initialized { sysid: cd.sysid },
+            None => DataDir::Empty,
+        },
+        ..Default::default()
+    };
+    let configured = following.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    match &state {
+        pg::PgState::Stopped => {
+            out.timeline = control.as_ref().map(|c| c.timeline);
+            out.checkpoint_lsn = control
+                .as_ref()
+                .filter(|c| c.state.starts_with("shut down"))
+                .map(|c| Lsn(c.checkpoint_lsn));
+        }
+        pg::PgState::Starting { .. } => {
+            out.running = true;
+            // A standby that cannot answer yet is still a standby.
+            out.in_recovery = configured.standby.then_some(true);
+        }
+        pg::PgState::Running(r) => {
+            out.running = true;
+            out.timeline = Some(r.timeline);
+            out.replication = r
+                .replication
+                .iter()
+                .map(|row| hv::ReplicationRow {
+                    application_name: row.application_name.clone(),
+                    state: row.state.clone(),
+                    flush_lsn: row.flush_lsn.map(Lsn),
+                    replay_lsn: row.replay_lsn.map(Lsn),
+                })
+                .collect();
+            match r.role {
+                pg::ServerRole::Primary { current_lsn } => {
+                    out.in_recovery = Some(false);
+                    out.wal_lsn = Some(Lsn(current_lsn));
+                    out.slots = pg
+                        .list_slots()
+                        .await
+                        .map_err(pg_err)?
+                        .into_iter()
+                        .map(|s| hv::SlotInfo {
+                            physical: s.slot_type == "physical",
+                            active: s.active,
+                            name: s.name,
+                        })
+                        .collect();
+                }
+                pg::ServerRole::Standby {
+                    received_lsn,
+                    replayed_lsn,
+                    streaming,
+                    ..
+                } => {
+                    out.in_recovery = Some(true);
+                    out.received_lsn = received_lsn.map(Lsn);
+                    out.replayed_lsn = replayed_lsn.map(Lsn);
+                    out.streaming = streaming;
+                    out.following = configured.upstream;
+                }
+            }
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,205 @@
+//! The shell around the HA core: one event loop over the store watch,
+//! action completions, a timer and shutdown. It feeds events to
+//! [`Ha::handle`] and carries out the actions it returns, each in its own
+//! task that answers with exactly one event.
+//!
+//! ```text
+//!  store watch ──▶ ClusterView ─┐
+//!  action tasks ──▶ ActionDone ─┼──▶ Ha::handle(now, event) ──▶ actions ──▶ run_store / run_pg
+//!  timer (next_wakeup) ─▶ Tick ─┤                                               │
+//!  SIGTERM ──────────▶ Shutdown ┘◀──────────────── one event per action ◀───────┘
+//! ```
+//!
+//! PostgreSQL actions run one at a time (the core never asks for two); a
+//! `Fence` aborts whichever is running and stops the server at once.
+
+pub mod actions;
+pub mod lease;
+pub mod view;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::clock::{BootClock, Clock};
+use crate::config::{Authentication, InitdbOption};
+use crate::consensus::kv::WatchEvent;
+use crate::consensus::types::KeyValue;
+use crate::ha::{Action, ActionDone, ActionKind};
+use crate::ha::{Event, Ha, NodeInfo};
+use crate::ha::{HaConfig, MemberTags};
+use crate::postgres::{Postgres, StartSpec};
+use crate::store::Store;
+
+use actions::Configured;
+
+/// What the agent needs from the node's configuration.
+#[derive(Debug, Clone)]
+pub struct AgentSpec {
+    pub name: String,
+    /// This member's replication slot name (sanitized member name).
+    pub slot: String,
+    pub api_url: String,
+    /// `host:port` other members reach this node's PostgreSQL at.
+    pub pg_address: String,
+    pub tags: MemberTags,
+    pub auth: Authentication,
+    pub initdb: Vec<InitdbOption>,
+    pub ha: HaConfig,
+    pub start: StartSpec,
+    pub stop_timeout: Duration,
+}
+
+/// Runs the HA loop until the core says to exit. Returns the core's error,
+/// if it gave one.
+pub async fn run<P: Postgres + 'static>(
+    store: Store,
+    pg: Arc<P>,
+    spec: AgentSpec,
+    mut shutdown: watch::Receiver<bool>,
+) -> Option<String> {
+    let clock = BootClock;
+    let mut ha = Ha::new(NodeInfo {
+        name: spec.name.clone(),
+        api_url: spec.api_url.clone(),
+        pg_address: spec.pg_address.clone(),
+        tags: spec.tags,
+    });
+    let spec = Arc::new(spec);
+    let configured = Arc::new(Mutex::new(Configured::default()));
+    let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
+    let mut watch = store.watch("");
+    let mut kv: BTreeMap<String, KeyValue> = watch
+        .initial
+        .drain(..)
+        .map(|kv| (kv.key.clone(), kv))
+        .collect();
+    let mut revision = watch.revision;
+    let mut pg_task: Option<(ActionKind, JoinHandle<()>)> = None;
+    let mut shutdown_sent = false;
+
+    let mut pending = vec![Event::StoreChanged(view::cluster_view(
+        &kv, revision, &spec.ha,
+    ))];
+    loop {
+        for event in pending.drain(..) {
+            let actions = ha.handle(clock.now(), event);
+            for action in actions {
+                if let Action::Exit { error } = action {
+                    if let Some((_, t)) = pg_task.take() {
+                        t.abort();
+                    }
+                    return error;
+                }
+                dispatch(&store, &pg, &spec, &configured, &tx, &mut pg_task, action);
+            }
+        }
+        let now = clock.now();
+        let wake = ha
+            .next_wakeup(now)
+            .map(|w| w.saturating_since(now))
+            .unwrap_or(spec.ha.loop_wait)
+            .min(spec.ha.loop_wait);
+        tokio::select! {
+            ev = watch.events.recv() => {
+                let Some(ev) = ev else { return Some("the store watch closed".into()) };
+                apply(&mut kv, &mut revision, ev);
+                while let Ok(ev) = watch.events.try_recv() {
+                    apply(&mut kv, &mut revision, ev);
+                }
+                pending.push(Event::StoreChanged(view::cluster_view(&kv, revision, &spec.ha)));
+            }
+            Some(ev) = rx.recv() => {
+                if let Event::ActionDone(ActionDone { kind, .. }) = &ev {
+                    if pg_task.as_ref().is_some_and(|(k, _)| k == kind) {
+                        pg_task = None;
+                    }
+                }
+                if matches!(ev, Event::PgProbed(_)) && pg_task.as_ref().is_some_and(|(k, _)| *k == ActionKind::Probe) {
+                    pg_task = None;
+                }
+                pending.push(ev);
+            }
+            _ = tokio::time::sleep(wake) => pending.push(Event::Tick),
+            r = shutdown.changed(), if !shutdown_sent => {
+                if r.is_err() || *shutdown.borrow() {
+                    shutdown_sent = true;
+                    tracing::info!("shutting down: handing over before leaving");
+                    pending.push(Event::Shutdown);
+                }
+            }
+        }
+    }
+}
+
+fn apply(kv: &mut BTreeMap<String, KeyValue>, revision: &mut u64, ev: WatchEvent) {
+    *revision = ev.revision();
+    match ev {
+        WatchEvent::Put { kv: v, .. } => {
+            kv.insert(v.key.clone(), v);
+        }
+        WatchEvent::Delete { key, .. } => {
+            kv.remove(&key);
+        }
+        WatchEvent::Reset { kvs, .. } => {
+            *kv = kvs.into_iter().map(|v| (v.key.clone(), v)).collect();
+        }
+    }
+}
+
+fn is_store_action(a: &Action) -> bool {
+    matches!(
+        a,
+        Action::AcquireInitialize
+            | Action::SetInitializeSysid { .. }
+            | Action::GrantLease { .. }
+            | Action::Keepalive { .. }
+            | Action::AcquireLeader { .. }
+            | Action::RevokeLease { .. }
+            | Action::PublishMember { .. }
+            | Action::PublishStatus(_)
+    )
+}
+
+fn dispatch<P: Postgres + 'static>(
+    store: &Store,
+    pg: &Arc<P>,
+    spec: &Arc<AgentSpec>,
+    configured: &Arc<Mutex<Configured>>,
+    tx: &mpsc::UnboundedSender<Event>,
+    pg_task: &mut Option<(ActionKind, JoinHandle<()>)>,
+    action: Action,
+) {
+    tracing::debug!(?action, "action");
+    let tx = tx.clone();
+    if is_store_action(&action) {
+        let (store, spec) = (store.clone(), spec.clone());
+        tokio::spawn(async move {
+            let _ = tx.send(actions::run_store(&store, &spec, action).await);
+        });
+        return;
+    }
+    if matches!(action, Action::Fence) {
+        // Whatever PostgreSQL was doing (a promote, a start) must not finish.
+        if let Some((kind, t)) = pg_task.take() {
+            t.abort();
+            let _ = tx.send(Event::ActionDone(ActionDone {
+                kind,
+                result: Err("aborted: fencing".into()),
+            }));
+        }
+        tracing::warn!("fencing: stopping PostgreSQL in immediate mode");
+    }
+    let kind = action.kind();
+    let (pg, spec, configured) = (pg.clone(), spec.clone(), configured.clone());
+    let fence = matches!(action, Action::Fence);
+    let handle = tokio::spawn(async move {
+        let _ = tx.send(actions::run_pg(&pg, &spec, &configured, action).await);
+    });
+    if !fence {
+        *pg_task = Some((kind, handle));
+    }
+}

@@ -1,0 +1,216 @@
+//! Translations between the store's JSON records ([`crate::store::keys`])
+//! and the HA core's plain data ([`crate::ha::view`]). Everything read from
+//! the store is untrusted: unreadable records are skipped with a warning.
+
+use std::collections::BTreeMap;
+
+use crate::consensus::types::KeyValue;
+use crate::ha::{
+    ClusterView, HaConfig, InitializeKey, LeaderKey, Lsn, MemberInfo, MemberRole, MemberState,
+    MemberTags, StatusKey,
+};
+use crate::store::keys::{self, InitializeRecord, MemberRecord, StatusRecord};
+
+fn role_name(r: MemberRole) -> &'static str {
+    match r {
+        MemberRole::Primary => "primary",
+        MemberRole::Replica => "replica",
+        MemberRole::Uninitialized => "uninitialized",
+    }
+}
+
+fn role_from(s: &str) -> MemberRole {
+    match s {
+        "primary" | "leader" | "master" => MemberRole::Primary,
+        "replica" => MemberRole::Replica,
+        _ => MemberRole::Uninitialized,
+    }
+}
+
+fn state_from(s: &str) -> MemberState {
+    [
+        MemberState::Running,
+        MemberState::Streaming,
+        MemberState::Starting,
+        MemberState::Stopping,
+        MemberState::Stopped,
+        MemberState::Initializing,
+        MemberState::CreatingReplica,
+    ]
+    .into_iter()
+    .find(|st| st.as_str() == s)
+    .unwrap_or(MemberState::Stopped)
+}
+
+/// The record this node publishes for `info`.
+pub fn member_record(name: &str, info: &MemberInfo) -> MemberRecord {
+    let mut tags = BTreeMap::new();
+    let t = info.tags;
+    if t.nofailover {
+        tags.insert("nofailover".into(), serde_json::Value::Bool(true));
+    }
+    if t.clonefrom {
+        tags.insert("clonefrom".into(), serde_json::Value::Bool(true));
+    }
+    if t.nosync {
+        tags.insert("nosync".into(), serde_json::Value::Bool(true));
+    }
+    tags.insert("failover_priority".into(), t.failover_priority.into());
+    MemberRecord {
+        name: name.to_string(),
+        role: role_name(info.role).to_string(),
+        state: info.state.as_str().to_string(),
+        conn_url: format!("postgres://{}", info.pg_address),
+        api_url: (!info.api_url.is_empty()).then(|| info.api_url.clone()),
+        xlog_location: info.wal_lsn.map(|l| l.0),
+        received_location: info.received_lsn.map(|l| l.0),
+        replayed_location: info.replayed_lsn.map(|l| l.0),
+        timeline: info.timeline,
+        server_version: None,
+        pending_restart: false,
+        tags,
+    }
+}
+
+fn member_info(r: &MemberRecord) -> MemberInfo {
+    let flag = |k: &str| r.tags.get(k).and_then(|v| v.as_bool()).unwrap_or(false);
+    MemberInfo {
+        role: role_from(&r.role),
+        state: state_from(&r.state),
+        api_url: r.api_url.clone().unwrap_or_default(),
+        pg_address: r
+            .conn_url
+            .trim_start_matches("postgres://")
+            .trim_end_matches('/')
+            .to_string(),
+        wal_lsn: r.xlog_location.map(Lsn),
+        received_lsn: r.received_location.map(Lsn),
+        replayed_lsn: r.replayed_location.map(Lsn),
+        timeline: r.timeline,
+        tags: MemberTags {
+            nofailover: flag("nofailover"),
+            clonefrom: flag("clonefrom"),
+            nosync: flag("nosync"),
+            failover_priority: r
+                .tags
+                .get("failover_priority")
+                .and_then(|v| v.as_i64())
+                .unwrap_or(1),
+        },
+    }
+}
+
+fn decoded<T: for<'de> serde::Deserialize<'de>>(kv: &KeyValue) -> Option<T> {
+    keys::decode(&kv.key, &kv.value)
+        .map_err(|e| tracing::warn!("{e}"))
+        .ok()
+}
+
+/// The core's view of the store contents `kv` at `revision`.
+pub fn cluster_view(
+    kv: &BTreeMap<String, KeyValue>,
+    revision: u64,
+    config: &HaConfig,
+) -> ClusterView {
+    let initialize = kv
+        .get(keys::INITIALIZE)
+        .and_then(decoded::<InitializeRecord>)
+        .map(|r| InitializeKey {
+            owner: r.owner,
+            sysid: r.sysid.and_then(|s| s.parse().ok()),
+        });
+    let leader = kv.get(keys::LEADER).map(|l| LeaderKey {
+        holder: l.value.clone(),
+        lease: l.lease.unwrap_or(0),
+        mod_revision: l.mod_revision,
+    });
+    let members = kv
+        .range(keys::MEMBERS.to_string()..)
+        .take_while(|(k, _)| k.starts_with(keys::MEMBERS))
+        .filter_map(|(k, v)| {
+            let name = k.strip_prefix(keys::MEMBERS)?.to_string();
+            decoded::<MemberRecord>(v).map(|r| (name, member_info(&r)))
+        })
+        .collect();
+    let status = kv
+        .get(keys::STATUS)
+        .and_then(decoded::<StatusRecord>)
+        .map(|s| StatusKey {
+            lsn: Lsn(s.optime),
+            timeline: s.timeline,
+        });
+    ClusterView {
+        revision,
+        initialize,
+        leader,
+        members,
+        status,
+        config: config.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kv(key: &str, value: &str, lease: Option<u64>) -> (String, KeyValue) {
+        (
+            key.to_string(),
+            KeyValue {
+                key: key.into(),
+                value: value.into(),
+                create_revision: 1,
+                mod_revision: 7,
+                version: 1,
+                lease,
+            },
+        )
+    }
+
+    #[test]
+    fn a_member_round_trips_and_garbage_is_skipped() {
+        let info = MemberInfo {
+            role: MemberRole::Replica,
+            state: MemberState::Streaming,
+            api_url: String::new(),
+            pg_address: "127.0.0.1:5434".into(),
+            wal_lsn: None,
+            received_lsn: Some(Lsn(99)),
+            replayed_lsn: Some(Lsn(98)),
+            timeline: Some(2),
+            tags: MemberTags {
+                nofailover: true,
+                failover_priority: 3,
+                ..Default::default()
+            },
+        };
+        let rec = keys::encode(&member_record("n2", &info));
+        let store: BTreeMap<_, _> = [
+            kv("members/n2", &rec, Some(4)),
+            kv("members/bad", "{not json", Some(5)),
+            kv("leader", "n1", Some(3)),
+            kv("initialize", r#"{"owner":"n1","sysid":"7301"}"#, None),
+            kv("status", r#"{"optime":120,"timeline":2}"#, None),
+        ]
+        .into_iter()
+        .collect();
+        let view = cluster_view(&store, 9, &HaConfig::default());
+        assert_eq!(view.members.len(), 1);
+        assert_eq!(view.members["n2"], info);
+        assert_eq!(
+            view.leader
+                .as_ref()
+                .map(|l| (l.holder.as_str(), l.lease, l.mod_revision)),
+            Some(("n1", 3, 7))
+        );
+        assert_eq!(view.initialize.as_ref().and_then(|i| i.sysid), Some(7301));
+        assert_eq!(
+            view.status,
+            Some(StatusKey {
+                lsn: Lsn(120),
+                timeline: 2
+            })
+        );
+        assert_eq!(view.revision, 9);
+    }
+}

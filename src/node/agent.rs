@@ -1,0 +1,81 @@
+//! Starting the HA agent of a data node from its configuration.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::agent::{self, AgentSpec};
+use crate::config::Config;
+use crate::ha::{sanitize_slot_name, HaConfig, MemberTags};
+use crate::postgres::{RealPostgres, StartSpec};
+use crate::store::Store;
+
+/// The agent's settings from the node's file (the dynamic config comes from
+/// `bootstrap.dcs` until `edit-config` exists).
+pub fn spec(config: &Config) -> anyhow::Result<(AgentSpec, crate::config::PostgresqlConfig)> {
+    let mut pg = config
+        .postgresql
+        .clone()
+        .context("this data node has no postgresql section")?;
+    if pg.data_dir.is_relative() {
+        let cwd = std::env::current_dir().context("cannot read the working directory")?;
+        pg.data_dir = cwd.join(&pg.data_dir);
+    }
+    let dcs = config.dcs();
+    let tags = config.tags.clone().unwrap_or_default();
+    let pg_address = pg
+        .connect_address()
+        .context("postgresql.connect_address is needed: other members must reach this server")?;
+    let spec = AgentSpec {
+        name: config.name.clone(),
+        slot: sanitize_slot_name(&config.name),
+        api_url: format!("http://{}", config.restapi().connect_address()),
+        pg_address,
+        tags: MemberTags {
+            nofailover: tags.nofailover(),
+            clonefrom: tags.clonefrom(),
+            nosync: tags.nosync(),
+            failover_priority: tags.failover_priority(),
+        },
+        auth: pg.authentication.clone(),
+        initdb: config
+            .bootstrap
+            .as_ref()
+            .map(|b| b.initdb.clone())
+            .unwrap_or_default(),
+        ha: HaConfig {
+            ttl: dcs.ttl,
+            loop_wait: dcs.loop_wait,
+            keepalive_interval: dcs.keepalive_interval,
+            safety_margin: dcs.safety_margin,
+            maximum_lag_on_failover: dcs.maximum_lag_on_failover,
+            ..HaConfig::default()
+        },
+        start: StartSpec {
+            timeout: Duration::from_secs(60),
+            cluster_parameters: dcs.postgresql.parameters.clone(),
+        },
+        stop_timeout: Duration::from_secs(30),
+    };
+    Ok((spec, pg))
+}
+
+/// Checks the PostgreSQL setup (user, data dir owner, binaries) and starts
+/// the agent. A setup mistake is a start-up error.
+pub fn start(
+    config: &Config,
+    store: Store,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<JoinHandle<Option<String>>> {
+    let (spec, pg_config) = spec(config)?;
+    let pg = RealPostgres::new(pg_config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(tokio::spawn(agent::run(
+        store,
+        Arc::new(pg),
+        spec,
+        shutdown,
+    )))
+}
