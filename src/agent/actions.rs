@@ -91,6 +91,17 @@ pub async fn run_store(store: &Store, spec: &AgentSpec, action: Action) -> Event
                 Err(e) => lease_reply(e),
             }
         }
+        Action::ReleaseLeader { revision, .. } => {
+            // Only our own key, exactly as we wrote it: a failed compare
+            // means it is already gone or someone else's.
+            match store
+                .delete(keys::LEADER, Expect::ModRevision(revision))
+                .await
+            {
+                Ok(_) => Ok(Reply::Done),
+                Err(e) => Err(e.to_string()),
+            }
+        }
         Action::PublishStatus(s) => {
             let rec = StatusRecord {
                 optime: s.lsn.0,

@@ -159,6 +159,7 @@ fn is_store_action(a: &Action) -> bool {
             | Action::Keepalive { .. }
             | Action::AcquireLeader { .. }
             | Action::RevokeLease { .. }
+            | Action::ReleaseLeader { .. }
             | Action::PublishMember { .. }
             | Action::PublishStatus(_)
     )

@@ -67,6 +67,18 @@ pub enum Action {
         /// This node's lease.
         lease: LeaseId,
     },
+    /// Delete `leader` only if it is still this node's write: a delete
+    /// with compare-and-set on `mod_revision == revision`. The lease (and
+    /// with it the member key) stays. Asked after a failed promotion, once
+    /// the server is fenced. Answer: `Done`, also when the compare failed
+    /// (the key is already gone or no longer ours: nothing to release);
+    /// `Err` only when the store could not be asked.
+    ReleaseLeader {
+        /// This node's lease, the one the key hangs on.
+        lease: LeaseId,
+        /// The `mod_revision` of our leader write (`Won{revision}`).
+        revision: u64,
+    },
     /// Put `members/<own name>` = `info`, attached to `lease`. Answer:
     /// `Done`, or `LeaseGone`.
     PublishMember {
@@ -103,7 +115,9 @@ pub enum Action {
         mode: StopMode,
     },
     /// Promote the standby, then verify it is no longer read-only.
-    /// Answer: `Done`.
+    /// Answer: `Done`. Any failure (including a timeout after the promote
+    /// was requested) is an `Err`: a candidate then takes the server for
+    /// half-promoted, fences it and releases the key.
     Promote,
     /// Run CHECKPOINT (after a promotion, so a pg_rewind against this node
     /// sees the new timeline). Answer: `Done`.
@@ -189,6 +203,7 @@ pub enum ActionKind {
     Keepalive,
     AcquireLeader,
     RevokeLease,
+    ReleaseLeader,
     PublishMember,
     PublishStatus,
     Probe,
@@ -242,6 +257,7 @@ impl Action {
             Action::Keepalive { .. } => ActionKind::Keepalive,
             Action::AcquireLeader { .. } => ActionKind::AcquireLeader,
             Action::RevokeLease { .. } => ActionKind::RevokeLease,
+            Action::ReleaseLeader { .. } => ActionKind::ReleaseLeader,
             Action::PublishMember { .. } => ActionKind::PublishMember,
             Action::PublishStatus(_) => ActionKind::PublishStatus,
             Action::Probe => ActionKind::Probe,

@@ -30,7 +30,15 @@ impl Ha {
         let ours = view.leader.as_ref().is_some_and(|k| {
             k.holder == self.node.name && self.lease.is_some_and(|l| l.id == k.lease)
         });
-        if !ours {
+        if ours {
+            return;
+        }
+        if self.inflight.contains_key(&ActionKind::ReleaseLeader) {
+            // Most likely our own release, seen before its answer. Either
+            // way the key is no longer ours; the lease, which valid_until
+            // and keepalives judge, is not in question.
+            self.released();
+        } else {
             self.lease_lost();
         }
     }
@@ -49,6 +57,7 @@ impl Ha {
         match self.state {
             // Issue 4: Fenced instead, which also decides how to rejoin.
             State::Primary(_)
+            | State::Candidate(_)
             | State::Bootstrapping(BootstrapStep::StartingPrimary)
             | State::Bootstrapping(BootstrapStep::CreatingRoles) => self.state = State::Replica,
             State::Stopping(StoppingState::AwaitingReplica { .. }) => {
@@ -84,7 +93,10 @@ impl Ha {
             None => {
                 if matches!(
                     self.state,
-                    State::Bootstrapping(_) | State::Replica | State::Primary(_)
+                    State::Bootstrapping(_)
+                        | State::Replica
+                        | State::Candidate(_)
+                        | State::Primary(_)
                 ) {
                     self.emit(now, out, Action::GrantLease { ttl: cfg.ttl });
                 }

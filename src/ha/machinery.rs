@@ -5,7 +5,7 @@
 use crate::clock::BootInstant;
 
 use super::actions::{Action, ActionDone, ActionKind, Reply, StartAs};
-use super::state::{BootstrapStep, PrimaryState, State, StoppingState};
+use super::state::{BootstrapStep, CandidateStep, PrimaryState, State, StoppingState};
 use super::view::{DataDir, PgState};
 use super::{Ha, InFlight, Lease, Published, FENCE_RETRY};
 
@@ -101,6 +101,14 @@ impl Ha {
                 self.state = State::Bootstrapping(BootstrapStep::AwaitingLeader);
             }
             (ActionKind::StopPostgres, State::Stopping(_)) => self.must_fence = true,
+            // The promote may have been requested and still complete: the
+            // server may turn writable at any moment. Stop it by PID before
+            // the key is given back (a key is released only once writes
+            // have stopped), then release.
+            (ActionKind::Promote, State::Candidate(CandidateStep::Promoting)) => {
+                self.must_fence = true;
+                self.state = State::Candidate(CandidateStep::Abandoning);
+            }
             _ => {}
         }
     }
@@ -148,12 +156,24 @@ impl Ha {
                     BootstrapStep::TakingLeader,
                     State::Bootstrapping(BootstrapStep::StartingPrimary),
                 );
+                if self.state == State::Candidate(CandidateStep::Acquiring) {
+                    self.state = State::Candidate(CandidateStep::Promoting);
+                }
             }
             // Someone else bootstrapped this cluster's leader. Our fresh
             // data directory cannot follow it; issue 4's Rejoining re-clones
             // it. Until then, a leaderless-looking replica.
             (Action::AcquireLeader { .. }, Reply::Lost) => {
                 self.advance(BootstrapStep::TakingLeader, State::Replica);
+                if self.state == State::Candidate(CandidateStep::Acquiring) {
+                    self.state = State::Replica;
+                    self.race_lost_at = self.view.as_ref().map(|v| v.revision);
+                }
+            }
+            (Action::ReleaseLeader { revision, .. }, _)
+                if self.leader_revision == Some(revision) =>
+            {
+                self.released();
             }
             (Action::RevokeLease { lease }, _) if self.owns(lease) => {
                 self.lease = None;
@@ -200,6 +220,11 @@ impl Ha {
                 self.patch_pg(|pg| pg.in_recovery = Some(false));
                 if let State::Primary(p) = &mut self.state {
                     p.checkpoint_pending = true;
+                }
+                if self.state == State::Candidate(CandidateStep::Promoting) {
+                    self.state = State::Primary(PrimaryState {
+                        checkpoint_pending: true,
+                    });
                 }
             }
             (Action::Checkpoint, _) => {
@@ -288,6 +313,7 @@ fn reply_fits(kind: ActionKind, reply: Reply) -> bool {
             kind,
             K::SetInitializeSysid
                 | K::RevokeLease
+                | K::ReleaseLeader
                 | K::PublishMember
                 | K::PublishStatus
                 | K::CreateRoles

@@ -32,6 +32,15 @@
 //!  Replica ◀────── lease lost (Fence first; issue 4: ─▶ Fenced) ────── Primary
 //!  Replica ─data dir empty─▶ Bootstrapping::AwaitingLeader
 //!
+//!  Candidate (on the view that shows the leader key vacant):
+//!  Replica ─eligible─▶ Acquiring ─Won─▶ Promoting ─Promote done─▶ Primary (CHECKPOINT first)
+//!     ▲                  │Lost, key taken,  │Promote failed
+//!     │                  │or ineligible     │(or server down)
+//!     │                  │                  ▼
+//!     ├──────────────────┘              Abandoning: Fence, then ReleaseLeader
+//!     └───────────── released ──────────────┘
+//!  Candidate::Promoting / Abandoning ── lease lost (Fence if needed) ──▶ Replica
+//!
 //!  any state ─Shutdown─▶ Stopping::StoppingPostgres (fast; Fence if that fails)
 //!     ├─ held the leader key and stopped cleanly ─▶ AwaitingReplica
 //!     │      (until a standby is past the shutdown checkpoint, the lease is
@@ -50,12 +59,18 @@
 //!   `StartPostgres(Primary)` or `Promote`, and both are asked for only
 //!   while the leader lease is valid.
 //!
-//! Issue 4 adds `Candidate`, `Demoting`, `Fenced` and `Rejoining` as
-//! [`State`] variants with their own rule functions, the actions they need,
-//! and replaces "lease lost ⇒ Replica" with "⇒ Fenced".
+//! A replica races for a vacant leader key only when it is eligible
+//! ([`failover_eligibility`]); `Promote` is asked for only after our
+//! `AcquireLeader` won, while the lease is valid.
+//!
+//! Issue 4 adds `Demoting`, `Fenced` and `Rejoining` as [`State`] variants
+//! with their own rule functions, the actions they need, and replaces
+//! "lease lost ⇒ Replica" with "⇒ Fenced"; it also replaces the published
+//! member positions the candidate compares with a gRPC query of each member.
 
 mod actions;
 mod bootstrap;
+mod candidate;
 mod lease;
 mod machinery;
 mod names;
@@ -76,8 +91,9 @@ use crate::clock::BootInstant;
 use crate::consensus::types::LeaseId;
 
 pub use actions::{Action, ActionDone, ActionKind, Reply, StartAs, StopMode};
+pub use candidate::{failover_eligibility, standby_position, Ineligible};
 pub use names::sanitize_slot_name;
-pub use state::{BootstrapStep, PrimaryState, State, StoppingState};
+pub use state::{BootstrapStep, CandidateStep, PrimaryState, State, StoppingState};
 pub use view::{
     ClusterView, DataDir, HaConfig, InitializeKey, LeaderKey, Lsn, MemberInfo, MemberRole,
     MemberState, MemberTags, PgState, ReplicationRow, SlotInfo, StatusKey, Timeline, Upstream,
@@ -202,6 +218,10 @@ pub struct Ha {
     /// The sysid this node wrote into the `initialize` key, so it is not
     /// rewritten while the view catches up.
     sysid_recorded: Option<u64>,
+    /// The view revision when our last `AcquireLeader` came back `Lost`:
+    /// views up to it predate the winner's write, so a vacant key in them
+    /// is no reason to race again.
+    race_lost_at: Option<u64>,
 }
 
 impl Ha {
@@ -228,6 +248,7 @@ impl Ha {
             must_fence: false,
             shutdown: false,
             sysid_recorded: None,
+            race_lost_at: None,
         }
     }
 
@@ -324,6 +345,7 @@ impl Ha {
                 State::Starting => self.starting(out),
                 State::Bootstrapping(step) => self.bootstrap(now, step, out),
                 State::Replica => self.replica(now, out),
+                State::Candidate(c) => self.candidate(now, c, out),
                 State::Primary(p) => self.primary(now, p, out),
                 State::Stopping(s) => self.stopping(now, s, out),
                 State::Exited => {}

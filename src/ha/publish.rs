@@ -53,7 +53,9 @@ impl Ha {
         let role = match self.state {
             _ if self.leader_revision.is_some() => MemberRole::Primary,
             State::Primary(_) => MemberRole::Primary,
-            State::Replica => MemberRole::Replica,
+            // Still a standby until it wins: other candidates compare
+            // themselves with it.
+            State::Replica | State::Candidate(_) => MemberRole::Replica,
             State::Stopping(_) if initialized => MemberRole::Replica,
             _ => MemberRole::Uninitialized,
         };

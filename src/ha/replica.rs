@@ -1,9 +1,10 @@
-//! Replica: a standby of whoever holds the leader key.
+//! Replica: a standby of whoever holds the leader key; on a vacant key,
+//! a candidate if it is the best one (see `candidate`).
 
 use crate::clock::BootInstant;
 
 use super::actions::{Action, StartAs};
-use super::state::{BootstrapStep, State};
+use super::state::{BootstrapStep, CandidateStep, State};
 use super::view::{DataDir, Upstream};
 use super::Ha;
 
@@ -16,6 +17,10 @@ impl Ha {
         }
         if pg.may_be_writable() {
             return; // the fence rule stops it; never reconfigure a writable server
+        }
+        if self.should_race(now, pg) {
+            self.state = State::Candidate(CandidateStep::Acquiring);
+            return;
         }
         let want = self.leader_upstream();
         let slot = self.slot.clone();
@@ -32,9 +37,9 @@ impl Ha {
                 self.emit(now, out, Action::ConfigureStandby { upstream, slot });
             }
         }
-        // A vacant leader key (or a holder whose member key we cannot see)
-        // changes nothing here: the standby keeps what it follows. Issue 4
-        // turns a vacant key into the race for it.
+        // A vacant leader key we may not race for (or a holder whose member
+        // key we cannot see) changes nothing here: the standby keeps what
+        // it follows until someone takes the key.
     }
 
     /// The upstream the leader key designates: its holder, if that is not

@@ -8,9 +8,9 @@ use crate::clock::BootInstant;
 
 use super::view::Lsn;
 
-/// The node's wanted role. Issue 4 adds `Candidate`, `Demoting`, `Fenced`
-/// and `Rejoining` as further variants: each state's rules live in their
-/// own function, and the lease, fencing, probe and publish rules apply to
+/// The node's wanted role. Issue 4 adds `Demoting`, `Fenced` and
+/// `Rejoining` as further variants: each state's rules live in their own
+/// function, and the lease, fencing, probe and publish rules apply to
 /// every state, so a new variant only needs its own rules.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum State {
@@ -22,6 +22,8 @@ pub enum State {
     Bootstrapping(BootstrapStep),
     /// Following the leader key's holder as a standby.
     Replica,
+    /// A standby taking the vacant leader key, then promoting under it.
+    Candidate(CandidateStep),
     /// Holding the leader key and running the writable primary.
     Primary(PrimaryState),
     /// Shutting down: stop PostgreSQL, hand over, release the lease, exit.
@@ -37,6 +39,7 @@ impl State {
             State::Starting => "starting",
             State::Bootstrapping(_) => "bootstrapping",
             State::Replica => "replica",
+            State::Candidate(_) => "candidate",
             State::Primary(_) => "primary",
             State::Stopping(_) => "stopping",
             State::Exited => "exited",
@@ -63,6 +66,18 @@ pub enum BootstrapStep {
     AwaitingLeader,
     /// pg_basebackup is copying; a replica once it is done.
     Cloning,
+}
+
+/// Where a candidacy stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CandidateStep {
+    /// Eligible, and the leader key is vacant: `AcquireLeader` on our lease.
+    Acquiring,
+    /// Won the key: promote the standby while the lease is valid.
+    Promoting,
+    /// The promotion failed: fence the server (it may be half-promoted),
+    /// then release the key so another member can take it.
+    Abandoning,
 }
 
 /// Extra state of a primary.

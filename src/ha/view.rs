@@ -42,7 +42,7 @@ pub struct ClusterView {
     /// The `members/<name>` keys, by name (data nodes only; a witness has none).
     pub members: BTreeMap<String, MemberInfo>,
     /// The `status` key: the last primary's WAL position, kept after it is
-    /// gone so failover lag still has a reference (issue 4).
+    /// gone so failover lag still has a reference.
     pub status: Option<StatusKey>,
     /// The `config` key (or the bootstrap defaults while it is absent).
     pub config: HaConfig,
@@ -158,18 +158,38 @@ impl MemberState {
     }
 }
 
-/// The Patroni tags the core gives a meaning to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// The Patroni tags the core gives a meaning to. The default is an
+/// untagged member: `failover_priority` 1, as in the config file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MemberTags {
-    /// Never promote this member (issue 4).
+    /// Never promote this member.
     pub nofailover: bool,
     /// Prefer this member as the pg_basebackup source for new replicas, to
     /// keep the copy load off the primary.
     pub clonefrom: bool,
     /// Never make this member a synchronous standby (later issue).
     pub nosync: bool,
-    /// Tie-breaker between equally advanced candidates (issue 4).
+    /// Tie-breaker between equally advanced candidates: higher wins; 0 (or
+    /// less) means never promote, like `nofailover`.
     pub failover_priority: i64,
+}
+
+impl MemberTags {
+    /// Whether these tags allow promoting the member at all.
+    pub fn may_fail_over(&self) -> bool {
+        !self.nofailover && self.failover_priority > 0
+    }
+}
+
+impl Default for MemberTags {
+    fn default() -> Self {
+        MemberTags {
+            nofailover: false,
+            clonefrom: false,
+            nosync: false,
+            failover_priority: crate::config::defaults::FAILOVER_PRIORITY,
+        }
+    }
 }
 
 /// The dynamic settings the core uses. The driver builds it from the
@@ -187,7 +207,8 @@ pub struct HaConfig {
     /// lease. The driver uses it to compute `valid_until`; the core keeps it
     /// for issue 4 (watchdog timeouts).
     pub safety_margin: Duration,
-    /// Lag limit for promotion (issue 4).
+    /// How far (in bytes of WAL) a standby may be behind the `status` key
+    /// and still take the vacant leader key.
     pub maximum_lag_on_failover: u64,
     /// How long a vanished member's replication slot is kept, so a short
     /// outage never forces a full re-clone.

@@ -7,7 +7,9 @@
 //! already published, so a case shows only what its rule asks for.
 
 mod bootstrap;
+mod candidate;
 mod core;
+mod eligibility;
 mod primary;
 mod replica;
 mod stopping;
@@ -123,6 +125,14 @@ impl V {
         }
         self
     }
+    /// The `status` key at `lsn`, timeline 1.
+    pub fn status(mut self, lsn: u64) -> V {
+        self.0.status = Some(StatusKey {
+            lsn: Lsn(lsn),
+            timeline: 1,
+        });
+        self
+    }
     /// Changes a member in place.
     pub fn with(mut self, name: &str, f: impl FnOnce(&mut MemberInfo)) -> V {
         if let Some(m) = self.0.members.get_mut(name) {
@@ -189,7 +199,12 @@ impl Fx {
     /// `a` in `state`, having seen `view` and a fresh probe `pg` at T0;
     /// no lease.
     pub fn new(state: State, view: impl Into<ClusterView>, pg: PgState) -> Fx {
-        let mut ha = Ha::new(node("a"));
+        Fx::named("a", state, view, pg)
+    }
+
+    /// As [`Fx::new`], for node `name` (for scenarios with two cores).
+    pub fn named(name: &str, state: State, view: impl Into<ClusterView>, pg: PgState) -> Fx {
+        let mut ha = Ha::new(node(name));
         ha.state = state;
         ha.view = Some(view.into());
         ha.pg = Some(pg);
@@ -207,6 +222,13 @@ impl Fx {
             valid_until: Some(at(VALID_MS)),
         });
         self.ha.last_keepalive = Some(at(0));
+        self.settle();
+        self
+    }
+
+    /// `a` has these tags (in its config file and its member key).
+    pub fn tags(mut self, tags: MemberTags) -> Fx {
+        self.ha.node.tags = tags;
         self.settle();
         self
     }

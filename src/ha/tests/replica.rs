@@ -60,8 +60,8 @@ fn replica_rules() {
             }],
         ),
         (
-            "leader key vacant: stay as is (issue 4 races for it)",
-            view().replica("b"),
+            "leader key vacant, another standby ahead: stay as is",
+            view().replica("b").received("b", 0x200_0001),
             pg_standby(Some("b")),
             vec![],
         ),
@@ -124,8 +124,9 @@ fn leader_change_is_followed() {
     )
     .lease();
     assert_eq!(fx.tick(0), vec![]);
-    // b's lease expired: vacant. Nothing yet.
-    assert_eq!(fx.view(view().revision(11).replica("c")), vec![]);
+    // b's lease expired: vacant. c is further ahead: nothing yet.
+    let vacant = view().revision(11).replica("c").received("c", 0x200_0001);
+    assert_eq!(fx.view(vacant), vec![]);
     // c took over.
     let v = view().revision(12).leader("c", 4).primary("c");
     assert_eq!(fx.view(v), vec![configure("c")]);

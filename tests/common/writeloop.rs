@@ -1,0 +1,145 @@
+//! The write loop the real-PostgreSQL tests share: one INSERT every
+//! `every` through a libpq multi-host DSN with
+//! `target_session_attrs=read-write`, as an application would connect.
+//! It counts acknowledged writes, records the longest gap between two
+//! acknowledgements, and afterwards tells which acknowledged rows are
+//! missing from a server.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// What the loop saw.
+#[derive(Debug, Default, Clone)]
+pub struct WriteStats {
+    /// Ids whose INSERT returned success.
+    pub acked: Vec<i64>,
+    /// Attempts that failed (connection refused, read-only, ...).
+    pub failures: u64,
+    /// The longest time between two acknowledged writes.
+    pub longest_gap: Duration,
+}
+
+pub struct WriteLoop {
+    stop: Arc<AtomicBool>,
+    stats: Arc<Mutex<WriteStats>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// `postgresql://` DSN over every host, read-write sessions only.
+pub fn dsn(hosts: &[String], password: &str) -> String {
+    let (h, p): (Vec<_>, Vec<_>) = hosts.iter().filter_map(|a| a.rsplit_once(':')).unzip();
+    format!(
+        "host={} port={} user=postgres password={password} dbname=postgres connect_timeout=1 target_session_attrs=read-write",
+        h.join(","),
+        p.join(",")
+    )
+}
+
+impl WriteLoop {
+    /// Creates the table (through the DSN) and starts writing. Bounded: it
+    /// stops by itself after `max` writes or `max_time`.
+    pub fn start(dsn: String, every: Duration, max: i64, max_time: Duration) -> WriteLoop {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stats = Arc::new(Mutex::new(WriteStats::default()));
+        let (s, st) = (stop.clone(), stats.clone());
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let started = Instant::now();
+                let mut client: Option<tokio_postgres::Client> = None;
+                let mut last_ack = Instant::now();
+                let mut next_id = 1i64;
+                while !s.load(Ordering::Relaxed) && next_id <= max && started.elapsed() < max_time {
+                    if client.as_ref().is_none_or(|c| c.is_closed()) {
+                        client = match tokio_postgres::connect(&dsn, tokio_postgres::NoTls).await {
+                            Ok((c, conn)) => {
+                                tokio::spawn(conn);
+                                let _ = c
+                                    .simple_query("create table if not exists writes(id bigint primary key, at timestamptz default now())")
+                                    .await;
+                                Some(c)
+                            }
+                            Err(_) => None,
+                        };
+                    }
+                    let ok = match &client {
+                        Some(c) => c.execute("insert into writes(id) values ($1)", &[&next_id]).await.is_ok(),
+                        None => false,
+                    };
+                    {
+                        let mut stats = st.lock().unwrap_or_else(|e| e.into_inner());
+                        if ok {
+                            stats.longest_gap = stats.longest_gap.max(last_ack.elapsed());
+                            last_ack = Instant::now();
+                            stats.acked.push(next_id);
+                            next_id += 1;
+                        } else {
+                            stats.failures += 1;
+                        }
+                    }
+                    if !ok {
+                        client = None;
+                    }
+                    tokio::time::sleep(every).await;
+                }
+            });
+        });
+        WriteLoop {
+            stop,
+            stats,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn stats(&self) -> WriteStats {
+        self.stats.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Stops the loop and returns what it saw.
+    pub fn finish(mut self) -> WriteStats {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.stats()
+    }
+}
+
+impl Drop for WriteLoop {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The acknowledged ids that `dsn`'s server does not have.
+pub fn missing(dsn: &str, acked: &[i64]) -> Result<Vec<i64>, String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        let (c, conn) = tokio_postgres::connect(dsn, tokio_postgres::NoTls)
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        let rows = c
+            .query("select id from writes", &[])
+            .await
+            .map_err(|e| e.to_string())?;
+        let have: std::collections::HashSet<i64> =
+            rows.iter().map(|r| r.get::<_, i64>(0)).collect();
+        Ok(acked
+            .iter()
+            .copied()
+            .filter(|id| !have.contains(id))
+            .collect())
+    })
+}

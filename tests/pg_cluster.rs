@@ -1,0 +1,265 @@
+//! Real PostgreSQL under real pgkeel processes, from the example configs:
+//! bootstrap to one primary + streaming replicas, rows replicate, a replica
+//! stopped and restarted resumes from its slot without a re-clone, and a
+//! SIGTERM'd primary hands over to a replica within about a second.
+//!
+//! Needs root (PostgreSQL then runs as `postgres`) or a PostgreSQL that the
+//! current user can run; skips loudly otherwise.
+
+#[path = "common/procs.rs"]
+#[allow(dead_code)]
+mod procs;
+#[path = "common/writeloop.rs"]
+#[allow(dead_code)]
+mod writeloop;
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use procs::ProcCluster;
+
+/// One real-PostgreSQL cluster at a time: two cores.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+const SUPERUSER_PASSWORD: &str = "demo-superuser-password";
+
+fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("info")
+        .with_test_writer()
+        .try_init();
+}
+
+fn can_run() -> bool {
+    let root = unsafe { libc::geteuid() } == 0;
+    let bins = pgkeel::postgres::find_bin_dir(None).is_ok();
+    if !root || !bins {
+        eprintln!(
+            "SKIPPED: real-PostgreSQL cluster tests need root (PostgreSQL runs as `postgres`) and the server binaries; root={root} binaries={bins}"
+        );
+        return false;
+    }
+    true
+}
+
+fn sql(rt: &tokio::runtime::Runtime, host: &str, query: &str) -> Result<Vec<i64>, String> {
+    let (h, p) = host.rsplit_once(':').ok_or("bad host")?;
+    let conn = format!("host={h} port={p} user=postgres password={SUPERUSER_PASSWORD} dbname=postgres connect_timeout=3");
+    rt.block_on(async {
+        let (client, connection) = tokio_postgres::connect(&conn, tokio_postgres::NoTls)
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(connection);
+        let rows = client
+            .simple_query(query)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(rows
+            .iter()
+            .filter_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).and_then(|v| v.parse().ok()),
+                _ => None,
+            })
+            .collect())
+    })
+}
+
+fn wait_rows(rt: &tokio::runtime::Runtime, host: &str, want: i64, c: &ProcCluster) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(v) = sql(rt, host, "select count(*) from t") {
+            if v.first() == Some(&want) {
+                return;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{host} never showed {want} rows\n{}",
+            c.logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn clones(c: &ProcCluster, file: &str) -> usize {
+    std::fs::read_to_string(&c.nodes[file].log)
+        .unwrap_or_default()
+        .matches("running pg_basebackup")
+        .count()
+}
+
+fn bootstrap_replicate_restart_handover(example: &str, data_members: usize, reverse_start: bool) {
+    init_tracing();
+    if !can_run() {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut c = ProcCluster::from_example(example);
+    tracing::info!(example, "phase: start every node on empty data dirs");
+    let mut order = c.names();
+    if reverse_start {
+        order.reverse();
+    }
+    for n in &order {
+        c.start(n);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let (leader, hosts) = c.wait_streaming(data_members, Duration::from_secs(90));
+    tracing::info!(leader, "phase: one primary, every replica streaming");
+    sql(
+        &rt,
+        &hosts[&leader],
+        "create table t(x int); insert into t select generate_series(1, 100)",
+    )
+    .unwrap();
+    for (name, host) in &hosts {
+        wait_rows(&rt, host, 100, &c);
+        tracing::info!(name, "has the rows");
+    }
+
+    let replica = hosts.keys().find(|n| **n != leader).unwrap().clone();
+    let replica_file = c.file_of(&replica);
+    tracing::info!(
+        replica,
+        "phase: stop a replica, write, start it again: it resumes from its slot"
+    );
+    c.sigterm(&replica_file);
+    sql(
+        &rt,
+        &hosts[&leader],
+        "insert into t select generate_series(101, 200)",
+    )
+    .unwrap();
+    c.start(&replica_file);
+    c.wait_streaming(data_members, Duration::from_secs(60));
+    wait_rows(&rt, &hosts[&replica], 200, &c);
+    assert_eq!(
+        clones(&c, &replica_file),
+        1,
+        "the restarted replica was cloned again\n{}",
+        c.logs()
+    );
+
+    let leader_file = c.file_of(&leader);
+    let all_hosts: Vec<String> = hosts.values().cloned().collect();
+    let dsn = writeloop::dsn(&all_hosts, SUPERUSER_PASSWORD);
+    let writes = writeloop::WriteLoop::start(
+        dsn.clone(),
+        Duration::from_millis(10),
+        100_000,
+        Duration::from_secs(120),
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    tracing::info!(
+        leader,
+        "phase: SIGTERM the primary's pgkeel while a client writes; a replica takes over"
+    );
+    let stopped = Instant::now();
+    c.sigterm(&leader_file);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let new_leader = loop {
+        let via = c
+            .nodes
+            .values()
+            .find(|n| n.name != leader_file && !n.witness)
+            .map(|n| n.name.clone())
+            .unwrap();
+        if let Some(list) = c.list(&via) {
+            if let Some(m) = list["members"].as_array().and_then(|ms| {
+                ms.iter()
+                    .find(|m| m["role"] == "leader" && m["state"] == "running")
+            }) {
+                let name = m["name"].as_str().unwrap_or_default().to_string();
+                if name != leader {
+                    break name;
+                }
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no replica took over within 30 s\n{}",
+            c.logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let acked_before = writes.stats().acked.len();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while writes.stats().acked.len() < acked_before + 50 {
+        assert!(
+            Instant::now() < deadline,
+            "writes did not resume on {new_leader}\n{}",
+            c.logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let stats = writes.finish();
+    tracing::info!(
+        new_leader,
+        took = ?stopped.elapsed(),
+        acked = stats.acked.len(),
+        failures = stats.failures,
+        longest_gap = ?stats.longest_gap,
+        "phase: new primary accepts writes; checking every acknowledged write"
+    );
+    let new_host = &hosts[&new_leader];
+    let (h, p) = new_host.rsplit_once(':').unwrap();
+    let direct =
+        format!("host={h} port={p} user=postgres password={SUPERUSER_PASSWORD} dbname=postgres");
+    let lost = writeloop::missing(&direct, &stats.acked).unwrap();
+    assert!(
+        lost.is_empty(),
+        "acknowledged writes lost in the handover: {lost:?}"
+    );
+    sql(&rt, new_host, "insert into t values (201)").unwrap();
+    wait_rows(&rt, new_host, 201, &c);
+
+    tracing::info!("phase: the old primary comes back as a replica of the new one");
+    c.start(&leader_file);
+    c.wait_streaming(data_members, Duration::from_secs(90));
+    wait_rows(&rt, &hosts[&leader], 201, &c);
+}
+
+#[test]
+fn two_data_nodes_and_a_witness_with_postgresql() {
+    bootstrap_replicate_restart_handover("two-plus-witness", 2, false);
+}
+
+#[test]
+fn three_data_nodes_with_postgresql() {
+    bootstrap_replicate_restart_handover("three-node", 3, true);
+}
+
+#[test]
+fn a_data_dir_owned_by_another_user_is_refused_with_one_sentence() {
+    init_tracing();
+    if !can_run() {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut c = ProcCluster::from_example("two-plus-witness");
+    let text = std::fs::read_to_string(&c.nodes["node1"].config).unwrap();
+    let yaml: serde_norway::Value = serde_norway::from_str(&text).unwrap();
+    let pgdata = std::path::PathBuf::from(yaml["postgresql"]["data_dir"].as_str().unwrap());
+    // Root-owned, not postgres-owned: somebody else's directory.
+    std::fs::create_dir_all(&pgdata).unwrap();
+    c.start("node1");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let log = std::fs::read_to_string(&c.nodes["node1"].log).unwrap_or_default();
+        if let Some(line) = log.lines().find(|l| l.starts_with("pgkeel: ")) {
+            assert!(line.contains(&pgdata.display().to_string()), "{line}");
+            assert!(line.contains("owned by"), "{line}");
+            assert!(line.contains("chown"), "the sentence names the fix: {line}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pgkeel did not refuse to start:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
