@@ -198,7 +198,10 @@ fn dispatch<P: Postgres + 'static>(
     let (pg, spec, configured) = (pg.clone(), spec.clone(), configured.clone());
     let fence = matches!(action, Action::Fence);
     let handle = tokio::spawn(async move {
-        let _ = tx.send(actions::run_pg(&pg, &spec, &configured, action).await);
+        let started = std::time::Instant::now();
+        let event = actions::run_pg(&pg, &spec, &configured, action).await;
+        tracing::debug!(?kind, took = ?started.elapsed(), "PostgreSQL action finished");
+        let _ = tx.send(event);
     });
     if !fence {
         *pg_task = Some((kind, handle));

@@ -7,7 +7,7 @@ use crate::clock::BootInstant;
 use super::actions::{Action, ActionDone, ActionKind, Reply, StartAs};
 use super::state::{BootstrapStep, CandidateStep, PrimaryState, State, StoppingState};
 use super::view::{DataDir, PgState};
-use super::{Ha, InFlight, Lease, Published, FENCE_RETRY};
+use super::{Ha, InFlight, Lease, Published, FENCE_RETRY, RACE_RETRY};
 
 impl Ha {
     /// Sends `action` unless one of its kind is in flight, it is backing
@@ -91,6 +91,7 @@ impl Ha {
             // Keepalives keep their own cadence from the send time.
             ActionKind::Keepalive => None,
             ActionKind::Fence => Some(FENCE_RETRY),
+            ActionKind::AcquireLeader => Some(RACE_RETRY),
             _ => Some(self.cfg().loop_wait),
         };
         if let Some(delay) = delay {

@@ -105,6 +105,13 @@ pub use view::{
 /// second instead of a `loop_wait`.
 pub const HANDOVER_PROBE_INTERVAL: Duration = Duration::from_millis(100);
 
+/// How soon a failed race for the vacant leader key is retried. The store
+/// call already waited up to its own bound (`raft.request_timeout`), so
+/// this is no hot loop; waiting a whole `loop_wait` would add that much to
+/// every failover whose first attempt met a Raft election (the Raft leader
+/// often stops together with the old primary).
+pub const RACE_RETRY: Duration = Duration::from_millis(100);
+
 /// How soon a failed [`Action::Fence`] is retried.
 pub const FENCE_RETRY: Duration = Duration::from_millis(100);
 

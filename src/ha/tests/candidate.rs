@@ -342,14 +342,11 @@ fn our_write_seen_after_a_failed_answer_is_ours() {
     assert_eq!(actions, vec![Action::Promote, publish(fx.me())]);
     assert_eq!(fx.state(), &promoting());
 
-    // Or it had not: retried after loop_wait, with the routine chores.
+    // Or it had not: retried soon (RACE_RETRY), not after a loop_wait.
     let mut fx = racing();
     fx.fail(ActionKind::AcquireLeader);
-    assert_eq!(fx.tick(999), vec![]);
-    assert_eq!(
-        fx.tick(1_000),
-        vec![acquire(), Action::Keepalive { lease: L }, Action::Probe]
-    );
+    assert_eq!(fx.tick(99), vec![]);
+    assert_eq!(fx.tick(100), vec![acquire()]);
 }
 
 #[test]
