@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::clock::{BootClock, Clock};
-use crate::config::{Authentication, InitdbOption};
+use crate::config::{Authentication, DcsConfig, InitdbOption};
 use crate::consensus::kv::WatchEvent;
 use crate::consensus::types::KeyValue;
 use crate::ha::{Action, ActionDone, ActionKind};
@@ -49,6 +49,9 @@ pub struct AgentSpec {
     pub auth: Authentication,
     pub initdb: Vec<InitdbOption>,
     pub ha: HaConfig,
+    /// This node's `bootstrap.dcs`: written to the store's `config` key if
+    /// no member has written it yet; the store's copy wins afterwards.
+    pub dcs: DcsConfig,
     pub start: StartSpec,
     pub stop_timeout: Duration,
 }
@@ -68,7 +71,7 @@ pub async fn run<P: Postgres + 'static>(
         pg_address: spec.pg_address.clone(),
         tags: spec.tags,
     });
-    let spec = Arc::new(spec);
+    let mut spec = Arc::new(spec);
     let configured = Arc::new(Mutex::new(Configured::default()));
     let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
     let mut watch = store.watch("");
@@ -81,6 +84,10 @@ pub async fn run<P: Postgres + 'static>(
     let mut pg_task: Option<(ActionKind, JoinHandle<()>)> = None;
     let mut shutdown_sent = false;
 
+    tokio::spawn(seed_dynamic_config(store.clone(), spec.dcs.clone()));
+    if let Some(updated) = with_dynamic_config(&spec, &kv) {
+        spec = updated;
+    }
     let mut pending = vec![Event::StoreChanged(view::cluster_view(
         &kv, revision, &spec.ha,
     ))];
@@ -110,6 +117,9 @@ pub async fn run<P: Postgres + 'static>(
                 while let Ok(ev) = watch.events.try_recv() {
                     apply(&mut kv, &mut revision, ev);
                 }
+                if let Some(updated) = with_dynamic_config(&spec, &kv) {
+                    spec = updated;
+                }
                 pending.push(Event::StoreChanged(view::cluster_view(&kv, revision, &spec.ha)));
             }
             Some(ev) = rx.recv() => {
@@ -130,6 +140,53 @@ pub async fn run<P: Postgres + 'static>(
                     tracing::info!("shutting down: handing over before leaving");
                     pending.push(Event::Shutdown);
                 }
+            }
+        }
+    }
+}
+
+/// The spec with the store's dynamic config applied, when that changes it.
+fn with_dynamic_config(
+    spec: &Arc<AgentSpec>,
+    kv: &BTreeMap<String, KeyValue>,
+) -> Option<Arc<AgentSpec>> {
+    let dcs = view::dynamic_config(kv)?;
+    let mut updated = (**spec).clone();
+    updated.ha = view::ha_config(&dcs, &spec.ha);
+    updated.start.cluster_parameters = dcs.postgresql.parameters;
+    let changed =
+        updated.ha != spec.ha || updated.start.cluster_parameters != spec.start.cluster_parameters;
+    changed.then(|| Arc::new(updated))
+}
+
+/// Writes this node's `bootstrap.dcs` as the cluster's dynamic config
+/// unless some member already did (the first one wins, as in Patroni).
+async fn seed_dynamic_config(store: Store, dcs: DcsConfig) {
+    let value = match serde_json::to_string(&dcs) {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::warn!("cannot encode bootstrap.dcs: {e}");
+            return;
+        }
+    };
+    loop {
+        match store
+            .put(
+                crate::store::keys::CONFIG,
+                &value,
+                None,
+                crate::consensus::types::Expect::Absent,
+            )
+            .await
+        {
+            Ok(Ok(_)) => {
+                tracing::info!("wrote bootstrap.dcs as the cluster's dynamic config");
+                return;
+            }
+            Ok(Err(_)) => return,
+            Err(e) => {
+                tracing::debug!("cannot seed the dynamic config yet: {e}");
+                tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
     }

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::config::DcsConfig;
 use crate::consensus::types::KeyValue;
 use crate::ha::{
     ClusterView, HaConfig, InitializeKey, LeaderKey, Lsn, MemberInfo, MemberRole, MemberState,
@@ -104,6 +105,31 @@ fn decoded<T: for<'de> serde::Deserialize<'de>>(kv: &KeyValue) -> Option<T> {
     keys::decode(&kv.key, &kv.value)
         .map_err(|e| tracing::warn!("{e}"))
         .ok()
+}
+
+/// The cluster's dynamic config from the `config` key, if readable.
+pub fn dynamic_config(kv: &BTreeMap<String, KeyValue>) -> Option<DcsConfig> {
+    let v = kv.get(keys::CONFIG)?;
+    serde_json::from_str(&v.value)
+        .map_err(|e| {
+            tracing::warn!(
+                "the store's config key is not readable, keeping the previous settings: {e}"
+            )
+        })
+        .ok()
+}
+
+/// The core's timing settings from the dynamic config; what the core has
+/// that the config does not name stays as it was.
+pub fn ha_config(dcs: &DcsConfig, current: &HaConfig) -> HaConfig {
+    HaConfig {
+        ttl: dcs.ttl,
+        loop_wait: dcs.loop_wait,
+        keepalive_interval: dcs.keepalive_interval,
+        safety_margin: dcs.safety_margin,
+        maximum_lag_on_failover: dcs.maximum_lag_on_failover,
+        ..current.clone()
+    }
 }
 
 /// The core's view of the store contents `kv` at `revision`.

@@ -46,14 +46,8 @@ pub fn spec(config: &Config) -> anyhow::Result<(AgentSpec, crate::config::Postgr
             .as_ref()
             .map(|b| b.initdb.clone())
             .unwrap_or_default(),
-        ha: HaConfig {
-            ttl: dcs.ttl,
-            loop_wait: dcs.loop_wait,
-            keepalive_interval: dcs.keepalive_interval,
-            safety_margin: dcs.safety_margin,
-            maximum_lag_on_failover: dcs.maximum_lag_on_failover,
-            ..HaConfig::default()
-        },
+        ha: crate::agent::view::ha_config(&dcs, &HaConfig::default()),
+        dcs: dcs.clone(),
         start: StartSpec {
             timeout: Duration::from_secs(60),
             cluster_parameters: dcs.postgresql.parameters.clone(),

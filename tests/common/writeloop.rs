@@ -53,8 +53,14 @@ impl WriteLoop {
                 let started = Instant::now();
                 let mut client: Option<tokio_postgres::Client> = None;
                 let mut last_ack = Instant::now();
-                let mut next_id = 1i64;
-                while !s.load(Ordering::Relaxed) && next_id <= max && started.elapsed() < max_time {
+                // Ids unique across loops on the same table: microseconds
+                // since the epoch at the start, then one up per write.
+                let first = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX / 2))
+                    .unwrap_or(0);
+                let mut next_id = first;
+                while !s.load(Ordering::Relaxed) && next_id - first < max && started.elapsed() < max_time {
                     if client.as_ref().is_none_or(|c| c.is_closed()) {
                         client = match tokio_postgres::connect(&dsn, tokio_postgres::NoTls).await {
                             Ok((c, conn)) => {
