@@ -48,6 +48,24 @@ fn rss_kb(pid: u32) -> u64 {
     status_kb(pid, "VmRSS:")
 }
 
+/// Bytes allocated on disk by every `raft` directory (sled) below `p`;
+/// PostgreSQL data directories beside them are left out.
+fn sled_size(p: &Path) -> u64 {
+    let Ok(rd) = std::fs::read_dir(p) else {
+        return 0;
+    };
+    rd.flatten()
+        .filter(|e| e.path().is_dir())
+        .map(|e| {
+            if e.file_name() == "raft" {
+                dir_size(&e.path())
+            } else {
+                sled_size(&e.path())
+            }
+        })
+        .sum()
+}
+
 /// Bytes actually allocated on disk below `p` (sled's files may be sparse).
 fn dir_size(p: &Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
@@ -171,7 +189,7 @@ async fn soak(c: &ProcCluster, endpoint: &str, n: usize) {
     print_rss(c, "soak before");
     println!(
         "soak before              sled on disk {:>7.1} MB",
-        dir_size(&data) as f64 / 1048576.0
+        sled_size(&data) as f64 / 1048576.0
     );
     let started = Instant::now();
     let rounds = 8;
@@ -203,7 +221,7 @@ async fn soak(c: &ProcCluster, endpoint: &str, n: usize) {
         println!(
             "soak progress {done:>7} writes  {:>6.1} s  disk {:>6.1} MB  RSS {}",
             started.elapsed().as_secs_f64(),
-            dir_size(&data) as f64 / 1048576.0,
+            sled_size(&data) as f64 / 1048576.0,
             rss.join(", ")
         );
     }
@@ -221,7 +239,7 @@ async fn soak(c: &ProcCluster, endpoint: &str, n: usize) {
     print_rss(c, "soak after 25 s idle");
     println!(
         "soak after               sled on disk {:>7.1} MB",
-        dir_size(&data) as f64 / 1048576.0
+        sled_size(&data) as f64 / 1048576.0
     );
 }
 
