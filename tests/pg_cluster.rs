@@ -263,3 +263,72 @@ fn a_data_dir_owned_by_another_user_is_refused_with_one_sentence() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// A hard loss of the primary's agent (kill -9): its postmaster dies with
+/// it (parent-death signal), the lease expires on the Raft leader's clock,
+/// a replica is promoted and writes through the multi-host DSN resume.
+/// Rejoining a node whose timeline diverged needs pg_rewind (next issue);
+/// this test checks the failover half.
+#[test]
+fn kill_9_of_the_primary_agent_fails_over_and_its_postgres_dies_with_it() {
+    init_tracing();
+    if !can_run() {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut c = ProcCluster::from_example("two-plus-witness");
+    c.start_all();
+    let (leader, hosts) = c.wait_streaming(2, Duration::from_secs(90));
+    let leader_file = c.file_of(&leader);
+    let text = std::fs::read_to_string(&c.nodes[&leader_file].config).unwrap();
+    let yaml: serde_norway::Value = serde_norway::from_str(&text).unwrap();
+    let pid_file = std::path::Path::new(yaml["postgresql"]["data_dir"].as_str().unwrap())
+        .join("postmaster.pid");
+    let postmaster: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .lines()
+        .next()
+        .and_then(|l| l.trim().parse().ok())
+        .expect("postmaster pid");
+    let all: Vec<String> = hosts.values().cloned().collect();
+    let writes = writeloop::WriteLoop::start(
+        writeloop::dsn(&all, SUPERUSER_PASSWORD),
+        Duration::from_millis(10),
+        100_000,
+        Duration::from_secs(120),
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    tracing::info!(leader, postmaster, "phase: kill -9 the primary's pgkeel");
+    let killed = Instant::now();
+    c.kill9(&leader_file);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // SAFETY: kill(pid, 0) only checks for existence.
+    while unsafe { libc::kill(postmaster, 0) } == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the postmaster outlived its agent by 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    tracing::info!(after = ?killed.elapsed(), "phase: the orphaned postmaster is gone");
+    let acked = writes.stats().acked.len();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while writes.stats().acked.len() < acked + 50 {
+        assert!(
+            Instant::now() < deadline,
+            "writes did not resume after the failover\n{}",
+            c.logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let stats = writes.finish();
+    let survivor = hosts.keys().find(|n| **n != leader).unwrap().clone();
+    let list = c.list(&c.file_of(&survivor)).expect("list");
+    let now_leader = list["leader"].as_str().unwrap_or_default().to_string();
+    assert_eq!(now_leader, survivor, "{list}");
+    tracing::info!(
+        longest_gap = ?stats.longest_gap,
+        acked = stats.acked.len(),
+        "phase: writes resumed on the promoted replica"
+    );
+}
