@@ -87,17 +87,10 @@ pub struct Config {
 impl Config {
     /// This node's entry in `raft.peers`.
     ///
-    /// # Panics
-    /// When no peer has id `raft.node_id`, which `validate()` refuses: a
-    /// `Config` from [`load`] or [`parse`] always has its entry.
-    pub fn me(&self) -> &Peer {
-        match self.raft.peer(self.raft.node_id) {
-            Some(peer) => peer,
-            None => panic!(
-                "config was not validated: raft.node_id {} is not in raft.peers",
-                self.raft.node_id
-            ),
-        }
+    /// `None` only on a `Config` that skipped validation: [`load`] and
+    /// [`parse`] refuse a file whose `raft.node_id` is not in `raft.peers`.
+    pub fn me(&self) -> Option<&Peer> {
+        self.raft.peer(self.raft.node_id)
     }
 
     /// The initial dynamic config: `bootstrap.dcs`, or every default.

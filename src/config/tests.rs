@@ -69,9 +69,9 @@ fn problems(text: &str, kind: NodeKind) -> Vec<Problem> {
 #[test]
 fn bases_are_valid() {
     let data = parse(DATA, "data", NodeKind::Data).expect("data base loads");
-    assert_eq!(data.me().name, "node1");
+    assert_eq!(data.me().expect("own entry").name, "node1");
     let witness = parse(WITNESS, "witness", NodeKind::Witness).expect("witness base loads");
-    assert!(witness.me().witness);
+    assert!(witness.me().expect("own entry").witness);
 }
 
 /// (case, kind, text, key path, words of the fix the message must contain)
@@ -469,7 +469,7 @@ fn example_files_load() {
             NodeKind::Data
         };
         let config = load(file, kind).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(config.me().name, config.name);
+        assert_eq!(config.me().expect("own entry").name, config.name);
         clusters
             .entry(file.parent().expect("parent").to_path_buf())
             .or_default()

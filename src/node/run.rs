@@ -105,7 +105,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     tokio::pin!(shutdown);
     tokio::select! {
         _ = &mut shutdown => {}
-        r = async { agent.as_mut().expect("guarded by the branch condition").await }, if agent.is_some() => {
+        r = async {
+            match agent.as_mut() {
+                Some(a) => a.await,
+                None => std::future::pending().await,
+            }
+        } => {
             agent = None;
             failure = match r {
                 Ok(Some(e)) => Some(e),
