@@ -8,6 +8,8 @@
 //! only if it has not gone past the point where that timeline forked
 //! (otherwise it is `diverged` and needs pg_rewind). A promotion opens a new
 //! timeline; starting a former standby without `standby.signal` does not.
+//! [`Postgres::rewind`] puts a diverged data directory back on its
+//! source's timeline; [`Postgres::move_data_dir_aside`] empties it.
 //! Any operation can be made to fail once with [`FakePostgres::fail_next`].
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -18,11 +20,11 @@ use std::time::Duration;
 use crate::config::{Authentication, InitdbOption, Scalar};
 
 use super::conf::parse_conninfo;
-use super::fake_net::FakeNet;
+use super::fake_net::{can_follow, FakeNet};
 use super::real::lock;
 use super::types::{
-    ControlData, PgState, ReplicationRow, Running, ServerRole, SlotInfo, StartSpec, StopMode,
-    WantedRole,
+    ControlData, PgState, ReplicationRow, RewindOutcome, Running, ServerRole, SlotInfo, StartSpec,
+    StopMode, WantedRole,
 };
 use super::{check_slot_name, PgError, Postgres};
 
@@ -85,6 +87,10 @@ pub struct FakeState {
     pub cluster_parameters: BTreeMap<String, Scalar>,
     /// Operations that fail on their next call.
     pub fail: BTreeSet<&'static str>,
+    /// pg_rewind runs that changed the data directory.
+    pub rewinds: u32,
+    /// Times the data directory was moved aside.
+    pub moved_aside: u32,
 }
 
 /// A fake server reachable as `address` (`host:port`) on a [`FakeNet`].
@@ -530,5 +536,70 @@ impl Postgres for FakePostgres {
                 restart_lsn: *pos,
             })
             .collect())
+    }
+
+    async fn rewind(&self, source_conninfo: &str) -> Result<RewindOutcome, PgError> {
+        let (address, _) = target(source_conninfo)?;
+        let source = lock(&self.net.0).get(&address).cloned();
+        let source = source.map(|s| lock(&s).clone()).filter(|s| s.pid.is_some());
+        let mut st = self.op("rewind")?;
+        if let Some(pid) = st.pid {
+            return Err(PgError::AlreadyRunning(pid));
+        }
+        if !st.initialized {
+            return Err(PgError::NotInitialized(self.address.clone()));
+        }
+        let fail = |detail: String| PgError::Command {
+            program: "pg_rewind".into(),
+            status: "exit status: 1".into(),
+            detail,
+        };
+        let Some(source) = source else {
+            return Err(fail(format!(
+                "could not connect to server at {address}: Connection refused"
+            )));
+        };
+        if source.sysid != st.sysid {
+            return Err(fail(
+                "source and target clusters are from different systems".into(),
+            ));
+        }
+        if can_follow(&st, &source) {
+            st.diverged = false;
+            return Ok(RewindOutcome::NotNeeded);
+        }
+        // Back to the fork point, then the source's WAL up to its end: the
+        // next start as a standby follows it.
+        st.timeline = source.timeline;
+        st.history = source.history;
+        st.lsn = source.lsn;
+        st.replayed = source.lsn;
+        st.checkpoint_lsn = source.checkpoint_lsn;
+        st.checkpoint_timeline = source.checkpoint_timeline;
+        st.cluster_state = IN_ARCHIVE_RECOVERY;
+        st.diverged = false;
+        st.rewinds += 1;
+        Ok(RewindOutcome::Rewound)
+    }
+
+    async fn move_data_dir_aside(&self) -> Result<std::path::PathBuf, PgError> {
+        let mut st = self.op("move_data_dir_aside")?;
+        if let Some(pid) = st.pid {
+            return Err(PgError::AlreadyRunning(pid));
+        }
+        if !st.initialized {
+            return Err(PgError::NotInitialized(self.address.clone()));
+        }
+        let moved = st.moved_aside + 1;
+        let fail = std::mem::take(&mut st.fail);
+        *st = FakeState {
+            moved_aside: moved,
+            fail,
+            ..FakeState::default()
+        };
+        Ok(std::path::PathBuf::from(format!(
+            "/fake/{}.failed-{moved}",
+            self.address
+        )))
     }
 }

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use super::fake::Shared;
+use super::fake::{FakeState, Shared};
 use super::real::lock;
 
 /// The fakes that can reach each other, by the `host:port` their
@@ -38,15 +38,7 @@ impl FakeNet {
             if up.pid.is_none() {
                 continue;
             }
-            let can_follow = match snap.timeline.cmp(&up.timeline) {
-                std::cmp::Ordering::Equal => snap.lsn <= up.lsn,
-                std::cmp::Ordering::Less => up
-                    .history
-                    .iter()
-                    .find(|(tli, _)| *tli == snap.timeline)
-                    .is_some_and(|(_, end)| snap.lsn <= *end),
-                std::cmp::Ordering::Greater => false,
-            };
+            let can_follow = can_follow(&snap, &up);
             {
                 let mut st = lock(standby);
                 if !can_follow {
@@ -67,5 +59,20 @@ impl FakeNet {
                 }
             }
         }
+    }
+}
+
+/// PostgreSQL's rule: a server can stream from `up` when it is on the same
+/// timeline and not ahead, or on an older timeline of `up`'s history and
+/// not past the point where `up`'s timeline forked off it.
+pub(super) fn can_follow(me: &FakeState, up: &FakeState) -> bool {
+    match me.timeline.cmp(&up.timeline) {
+        std::cmp::Ordering::Equal => me.lsn <= up.lsn,
+        std::cmp::Ordering::Less => up
+            .history
+            .iter()
+            .find(|(tli, _)| *tli == me.timeline)
+            .is_some_and(|(_, end)| me.lsn <= *end),
+        std::cmp::Ordering::Greater => false,
     }
 }

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use super::conf::conninfo;
 use super::{
-    FakeNet, FakePostgres, PgError, PgState, Postgres, Running, ServerRole, StartSpec, StopMode,
+    FakeNet, FakePostgres, PgError, PgState, Postgres, RewindOutcome, Running, ServerRole,
+    StartSpec, StopMode,
 };
 
 fn to(address: &str, app: &str) -> String {
@@ -193,5 +194,57 @@ async fn control_data_and_the_wal_receiver() -> Result<(), PgError> {
     );
     a.fail_next("control_data");
     assert!(a.control_data().await.is_err());
+    Ok(())
+}
+
+#[tokio::test]
+async fn rewind_puts_a_diverged_node_back_on_the_new_timeline() -> Result<(), PgError> {
+    let net = FakeNet::default();
+    let (a, b) = (
+        FakePostgres::new(&net, "a:1"),
+        FakePostgres::new(&net, "b:1"),
+    );
+    let spec = StartSpec::default();
+    a.initdb(&[]).await?;
+    a.configure_as_primary().await?;
+    a.start(&spec).await?;
+    b.basebackup(&to("a:1", "b"), None).await?;
+    b.configure_as_standby(&to("a:1", "b"), None).await?;
+    b.start(&spec).await?;
+    net.replicate();
+    // a writes past what b has, dies; b is promoted; a comes back diverged.
+    a.write(50)?;
+    a.crash();
+    b.promote(Duration::from_secs(1)).await?;
+    b.write(10)?;
+    a.configure_as_standby(&to("b:1", "a"), None).await?;
+    a.start(&spec).await?;
+    net.replicate();
+    assert!(a.state().diverged);
+    assert!(matches!(
+        a.rewind(&to("b:1", "a")).await,
+        Err(PgError::AlreadyRunning(_))
+    ));
+    a.stop(StopMode::Fast, Duration::from_secs(1)).await?;
+    a.fail_next("rewind");
+    assert!(a.rewind(&to("b:1", "a")).await.is_err());
+    assert_eq!(a.rewind(&to("b:1", "a")).await?, RewindOutcome::Rewound);
+    assert_eq!(a.rewind(&to("b:1", "a")).await?, RewindOutcome::NotNeeded);
+    let st = a.state();
+    assert_eq!((st.timeline, st.diverged, st.rewinds), (2, false, 1));
+    assert_eq!(st.cluster_state, "in archive recovery");
+    a.start(&spec).await?;
+    b.write(5)?;
+    net.replicate();
+    assert_eq!((a.state().lsn, a.state().streaming), (b.state().lsn, true));
+
+    // Moving aside empties the data directory; basebackup re-clones.
+    a.stop(StopMode::Fast, Duration::from_secs(1)).await?;
+    let aside = a.move_data_dir_aside().await?;
+    assert!(aside.to_string_lossy().contains(".failed-"));
+    assert!(!a.is_initialized().await?);
+    assert_eq!(a.state().moved_aside, 1);
+    a.basebackup(&to("b:1", "a"), None).await?;
+    assert_eq!(a.state().timeline, 2);
     Ok(())
 }

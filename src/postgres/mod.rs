@@ -40,6 +40,7 @@ pub mod os;
 mod postmaster;
 mod real;
 mod real_ops;
+mod rewind;
 pub mod setup;
 mod spawn;
 mod sql;
@@ -57,8 +58,8 @@ pub use lsn::{format_lsn, parse_lsn};
 pub use real::RealPostgres;
 pub use setup::{find_bin_dir, server_major, MIN_MAJOR};
 pub use types::{
-    ControlData, PgState, ReplicationRow, Running, ServerRole, SlotInfo, StartSpec, StopMode,
-    WantedRole,
+    ControlData, PgState, ReplicationRow, RewindOutcome, Running, ServerRole, SlotInfo, StartSpec,
+    StopMode, WantedRole,
 };
 
 /// What the HA driver can ask of a node's PostgreSQL. Every method is
@@ -159,6 +160,25 @@ pub trait Postgres: Send + Sync {
 
     /// Every replication slot on the server.
     fn list_slots(&self) -> impl Future<Output = Result<Vec<SlotInfo>, PgError>> + Send;
+
+    /// Rewinds the stopped server's data directory onto the timeline of
+    /// the running server at `source_conninfo` with pg_rewind (a superuser
+    /// or the rewind role, `dbname=postgres`; a password in it goes through
+    /// the environment). A target that was not shut down cleanly first gets
+    /// crash recovery in single-user mode, as pg_rewind requires. pg_rewind
+    /// copies the source's configuration files; the next start rewrites
+    /// pgkeel's, as every start does. Refuses while the server runs.
+    fn rewind(
+        &self,
+        source_conninfo: &str,
+    ) -> impl Future<Output = Result<RewindOutcome, PgError>> + Send;
+
+    /// Renames the (stopped) data directory to `<dir>.failed-<unix time>`
+    /// and returns the new path, so a pg_basebackup can re-clone into an
+    /// empty one. Never deletes anything. Refuses while the server runs.
+    fn move_data_dir_aside(
+        &self,
+    ) -> impl Future<Output = Result<std::path::PathBuf, PgError>> + Send;
 }
 
 /// Slot names PostgreSQL accepts: lower-case letters, digits and `_`, at

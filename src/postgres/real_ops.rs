@@ -11,7 +11,9 @@ use super::conf::split_password;
 use super::postmaster::{self, StartGuard};
 use super::real::{lock, RealPostgres};
 use super::spawn::{command, run_tool, tool_output};
-use super::types::{ControlData, PgState, SlotInfo, StartSpec, StopMode, WantedRole};
+use super::types::{
+    ControlData, PgState, RewindOutcome, SlotInfo, StartSpec, StopMode, WantedRole,
+};
 use super::{check_slot_name, controldata, sql, PgError, Postgres};
 
 /// pg_controldata reads one small file; a hung disk must not stall the loop.
@@ -329,5 +331,13 @@ impl Postgres for RealPostgres {
     async fn list_slots(&self) -> Result<Vec<SlotInfo>, PgError> {
         self.with_client(|c| async move { sql::list_slots(&c).await })
             .await
+    }
+
+    async fn rewind(&self, source_conninfo: &str) -> Result<RewindOutcome, PgError> {
+        self.rewind_impl(source_conninfo).await
+    }
+
+    async fn move_data_dir_aside(&self) -> Result<std::path::PathBuf, PgError> {
+        self.move_data_dir_aside_impl().await
     }
 }

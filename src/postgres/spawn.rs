@@ -227,7 +227,16 @@ pub(crate) async fn tool_output(
 
 /// Runs a tool to completion (`kill_on_drop`, so a cancelled bootstrap does
 /// not leave a pg_basebackup behind) and fails with the end of its output.
-pub(crate) async fn run_tool(mut cmd: Command, program: &'static str) -> Result<(), PgError> {
+pub(crate) async fn run_tool(cmd: Command, program: &'static str) -> Result<(), PgError> {
+    run_tool_tail(cmd, program).await.map(|_| ())
+}
+
+/// [`run_tool`], returning the last lines the tool printed (stdout and
+/// stderr, ` | `-joined) when it succeeds.
+pub(crate) async fn run_tool_tail(
+    mut cmd: Command,
+    program: &'static str,
+) -> Result<String, PgError> {
     cmd.stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
@@ -255,7 +264,7 @@ pub(crate) async fn run_tool(mut cmd: Command, program: &'static str) -> Result<
         let _ = task.await;
     }
     if status.success() {
-        Ok(())
+        Ok(tail.text())
     } else {
         Err(PgError::Command {
             program: program.to_owned(),

@@ -215,3 +215,14 @@ impl ControlData {
         self.state == "shut down" || self.state == "shut down in recovery"
     }
 }
+
+/// What a pg_rewind did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RewindOutcome {
+    /// The data directory was rewound onto the source's timeline.
+    Rewound,
+    /// pg_rewind found the target had not gone past the fork point: nothing
+    /// was changed.
+    NotNeeded,
+}
