@@ -149,11 +149,22 @@ async fn set_sysid(store: &Store, spec: &AgentSpec, sysid: u64) -> Result<Reply,
 
 /// The replication connection string to `upstream`.
 pub fn upstream_conninfo(spec: &AgentSpec, upstream: &Upstream) -> String {
+    conninfo_as(spec, upstream, &spec.auth.replication)
+}
+
+/// The connection string pg_rewind uses to read `upstream`: the rewind
+/// role when configured, else the superuser, to database `postgres` (not
+/// a replication connection).
+pub fn rewind_conninfo(spec: &AgentSpec, upstream: &Upstream) -> String {
+    let user = spec.auth.rewind.as_ref().unwrap_or(&spec.auth.superuser);
+    conninfo_as(spec, upstream, user)
+}
+
+fn conninfo_as(spec: &AgentSpec, upstream: &Upstream, user: &crate::config::PgUser) -> String {
     let (host, port) = upstream
         .pg_address
         .rsplit_once(':')
         .unwrap_or((upstream.pg_address.as_str(), "5432"));
-    let user = &spec.auth.replication;
     let password = user
         .password
         .as_ref()
@@ -296,6 +307,22 @@ pub async fn run_pg<P: Postgres>(
             .await
             .map(|_| Reply::Done)
             .map_err(pg_err),
+        Action::Rewind { from } => pg
+            .rewind(&rewind_conninfo(spec, &from))
+            .await
+            .map(|outcome| {
+                tracing::info!(?outcome, from = %from.member, "rewind finished");
+                Reply::Done
+            })
+            .map_err(pg_err),
+        Action::MoveDataDirAside => pg
+            .move_data_dir_aside()
+            .await
+            .map(|to| {
+                tracing::warn!(to = %to.display(), "old data directory kept here");
+                Reply::Done
+            })
+            .map_err(pg_err),
         Action::Fence => pg
             .stop(pg::StopMode::Immediate, Duration::from_secs(5))
             .await
@@ -321,6 +348,12 @@ async fn probe<P: Postgres>(pg: &P, following: &Mutex<Configured>) -> Result<hv:
     match &state {
         pg::PgState::Stopped => {
             out.timeline = control.as_ref().map(|c| c.timeline);
+            out.was_primary = control.as_ref().is_some_and(|c| {
+                matches!(
+                    c.state.as_str(),
+                    "in production" | "shut down" | "shutting down" | "in crash recovery"
+                )
+            });
             out.checkpoint_lsn = control
                 .as_ref()
                 .filter(|c| c.state.starts_with("shut down"))

@@ -54,6 +54,9 @@ pub struct AgentSpec {
     pub dcs: DcsConfig,
     pub start: StartSpec,
     pub stop_timeout: Duration,
+    /// `postgresql.use_pg_rewind` and
+    /// `postgresql.remove_data_directory_on_rewind_failure`.
+    pub rejoin: crate::ha::RejoinPolicy,
 }
 
 /// Runs the HA loop until the core says to exit. Returns the core's error,
@@ -70,6 +73,7 @@ pub async fn run<P: Postgres + 'static>(
         api_url: spec.api_url.clone(),
         pg_address: spec.pg_address.clone(),
         tags: spec.tags,
+        rejoin: spec.rejoin,
     });
     let mut spec = Arc::new(spec);
     let configured = Arc::new(Mutex::new(Configured::default()));

@@ -37,6 +37,7 @@ fn state_from(s: &str) -> MemberState {
         MemberState::Stopped,
         MemberState::Initializing,
         MemberState::CreatingReplica,
+        MemberState::RewindFailed,
     ]
     .into_iter()
     .find(|st| st.as_str() == s)
@@ -128,6 +129,7 @@ pub fn ha_config(dcs: &DcsConfig, current: &HaConfig) -> HaConfig {
         keepalive_interval: dcs.keepalive_interval,
         safety_margin: dcs.safety_margin,
         maximum_lag_on_failover: dcs.maximum_lag_on_failover,
+        primary_start_timeout: dcs.primary_start_timeout,
         ..current.clone()
     }
 }

@@ -89,6 +89,10 @@ pub(crate) fn restapi_listen() -> SocketAddr {
 pub(crate) fn os_user() -> String {
     OS_USER.to_owned()
 }
+pub(crate) fn remove_data_directory_on_rewind_failure() -> bool {
+    true
+}
+
 pub(crate) fn use_pg_rewind() -> bool {
     USE_PG_REWIND
 }

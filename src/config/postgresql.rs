@@ -41,7 +41,10 @@ pub struct PostgresqlConfig {
     #[serde(default = "defaults::use_pg_rewind")]
     pub use_pg_rewind: bool,
     /// When pg_rewind fails, move the data directory aside and reclone.
-    #[serde(default)]
+    /// On by default (Patroni's is off): pgkeel never deletes the old
+    /// directory, it renames it, so recloning costs no data and needs no
+    /// human step.
+    #[serde(default = "defaults::remove_data_directory_on_rewind_failure")]
     pub remove_data_directory_on_rewind_failure: bool,
 }
 

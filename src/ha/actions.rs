@@ -152,6 +152,18 @@ pub enum Action {
         /// A sanitized slot name.
         name: String,
     },
+    /// pg_rewind the stopped data directory onto `from`'s timeline (as the
+    /// rewind role, else the superuser, `dbname=postgres`), after crash
+    /// recovery in single-user mode if it was not shut down cleanly.
+    /// Answer: `Done` (also when no rewind was required).
+    Rewind {
+        /// The member to rewind from: the leader.
+        from: Upstream,
+    },
+    /// Rename the stopped data directory to `<dir>.failed-<unix time>`
+    /// (never delete it), leaving it empty for a pg_basebackup. Answer:
+    /// `Done`.
+    MoveDataDirAside,
 
     // ---- neither lane --------------------------------------------------
     /// Stop every postmaster of this data directory now, by PID, in
@@ -217,6 +229,8 @@ pub enum ActionKind {
     ConfigureStandby,
     CreateSlot,
     DropSlot,
+    Rewind,
+    MoveDataDirAside,
     Fence,
     Exit,
 }
@@ -237,6 +251,8 @@ impl ActionKind {
                 | ActionKind::ConfigureStandby
                 | ActionKind::CreateSlot
                 | ActionKind::DropSlot
+                | ActionKind::Rewind
+                | ActionKind::MoveDataDirAside
         )
     }
 
@@ -271,6 +287,8 @@ impl Action {
             Action::ConfigureStandby { .. } => ActionKind::ConfigureStandby,
             Action::CreateSlot { .. } => ActionKind::CreateSlot,
             Action::DropSlot { .. } => ActionKind::DropSlot,
+            Action::Rewind { .. } => ActionKind::Rewind,
+            Action::MoveDataDirAside => ActionKind::MoveDataDirAside,
             Action::Fence => ActionKind::Fence,
             Action::Exit { .. } => ActionKind::Exit,
         }

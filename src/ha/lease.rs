@@ -95,6 +95,7 @@ impl Ha {
                     self.state,
                     State::Bootstrapping(_)
                         | State::Replica
+                        | State::Rejoining(_)
                         | State::Candidate(_)
                         | State::Primary(_)
                 ) {

@@ -5,7 +5,7 @@
 use crate::clock::BootInstant;
 
 use super::actions::{Action, ActionDone, ActionKind, Reply, StartAs};
-use super::state::{BootstrapStep, CandidateStep, PrimaryState, State, StoppingState};
+use super::state::{BootstrapStep, CandidateStep, PrimaryState, RejoinStep, State, StoppingState};
 use super::view::{DataDir, PgState};
 use super::{Ha, InFlight, Lease, Published, FENCE_RETRY, RACE_RETRY};
 
@@ -59,6 +59,7 @@ impl Ha {
             None => return,
         };
         if epoch == self.pg_epoch {
+            self.count_divergence(&pg);
             self.pg = Some(pg);
             self.pg_seen_epoch = Some(epoch);
             self.last_probe = Some(now);
@@ -102,6 +103,9 @@ impl Ha {
                 self.state = State::Bootstrapping(BootstrapStep::AwaitingLeader);
             }
             (ActionKind::StopPostgres, State::Stopping(_)) => self.must_fence = true,
+            (ActionKind::Rewind, State::Rejoining(RejoinStep::Rewinding)) => {
+                self.state = State::Rejoining(self.after_rewind_failure());
+            }
             // The promote may have been requested and still complete: the
             // server may turn writable at any moment. Stop it by PID before
             // the key is given back (a key is released only once writes
@@ -206,6 +210,9 @@ impl Ha {
                         pg.following = upstream.clone();
                     }
                 });
+                if self.state == State::Rejoining(RejoinStep::StartingStandby) {
+                    self.state = State::Replica;
+                }
                 if !standby {
                     self.advance(
                         BootstrapStep::StartingPrimary,
@@ -244,6 +251,15 @@ impl Ha {
                     pg.checkpoint_lsn = checkpoint_lsn;
                 });
                 self.after_stop(now, checkpoint_lsn);
+            }
+            (Action::Rewind { .. }, _) if self.state == State::Rejoining(RejoinStep::Rewinding) => {
+                self.state = State::Rejoining(RejoinStep::StartingStandby);
+            }
+            (Action::MoveDataDirAside, _) => {
+                self.patch_pg(|pg| *pg = PgState::default());
+                if self.state == State::Rejoining(RejoinStep::MovingAside) {
+                    self.state = State::Bootstrapping(BootstrapStep::AwaitingLeader);
+                }
             }
             (Action::Fence, _) => {
                 self.must_fence = false;
@@ -325,6 +341,8 @@ fn reply_fits(kind: ActionKind, reply: Reply) -> bool {
                 | K::ConfigureStandby
                 | K::CreateSlot
                 | K::DropSlot
+                | K::Rewind
+                | K::MoveDataDirAside
                 | K::Fence
         ),
         Reply::Won { .. } | Reply::Lost => {

@@ -32,6 +32,16 @@
 //!  Replica ◀────── lease lost (Fence first; issue 4: ─▶ Fenced) ────── Primary
 //!  Replica ─data dir empty─▶ Bootstrapping::AwaitingLeader
 //!
+//!  Rejoining (leader up on a newer timeline than ours, see `rejoin`):
+//!  Replica ─running standby, not streaming, timeline < leader's, 2 probes─▶ Stopping
+//!  Replica ─stopped, last ran as primary, timeline < leader's────────────▶ Rewinding
+//!   Stopping ─StopPostgres{Fast}─▶ Rewinding ─Rewind{leader}─▶ StartingStandby ─StartPostgres(Standby)─▶ Replica
+//!                                     │failed (or use_pg_rewind off)
+//!                                     ├─ remove_data_directory_on_rewind_failure ─▶ MovingAside
+//!                                     │     ─MoveDataDirAside─▶ Bootstrapping::AwaitingLeader (re-clone)
+//!                                     └─ otherwise ─▶ Failed (stopped, "rewind failed")
+//!   Rewinding / StartingStandby ─no leader to follow─▶ Replica
+//!
 //!  Candidate (on the view that shows the leader key vacant):
 //!  Replica ─eligible─▶ Acquiring ─Won─▶ Promoting ─Promote done─▶ Primary (CHECKPOINT first)
 //!     ▲                  │Lost, key taken,  │Promote failed
@@ -63,7 +73,7 @@
 //! ([`failover_eligibility`]); `Promote` is asked for only after our
 //! `AcquireLeader` won, while the lease is valid.
 //!
-//! Issue 4 adds `Demoting`, `Fenced` and `Rejoining` as [`State`] variants
+//! Issue 4 adds `Demoting` and `Fenced` as [`State`] variants
 //! with their own rule functions, the actions they need, and replaces
 //! "lease lost ⇒ Replica" with "⇒ Fenced"; it also replaces the published
 //! member positions the candidate compares with a gRPC query of each member.
@@ -76,6 +86,7 @@ mod machinery;
 mod names;
 mod primary;
 mod publish;
+mod rejoin;
 mod replica;
 mod state;
 mod stopping;
@@ -93,7 +104,8 @@ use crate::consensus::types::LeaseId;
 pub use actions::{Action, ActionDone, ActionKind, Reply, StartAs, StopMode};
 pub use candidate::{failover_eligibility, standby_position, Ineligible};
 pub use names::sanitize_slot_name;
-pub use state::{BootstrapStep, CandidateStep, PrimaryState, State, StoppingState};
+pub use rejoin::DIVERGED_PROBES;
+pub use state::{BootstrapStep, CandidateStep, PrimaryState, RejoinStep, State, StoppingState};
 pub use view::{
     ClusterView, DataDir, HaConfig, InitializeKey, LeaderKey, Lsn, MemberInfo, MemberRole,
     MemberState, MemberTags, PgState, ReplicationRow, SlotInfo, StatusKey, Timeline, Upstream,
@@ -141,6 +153,29 @@ pub struct NodeInfo {
     pub pg_address: String,
     /// Tags from the config file.
     pub tags: MemberTags,
+    /// How a diverged node rejoins (`postgresql.use_pg_rewind`,
+    /// `postgresql.remove_data_directory_on_rewind_failure`).
+    pub rejoin: RejoinPolicy,
+}
+
+/// How a node whose timeline diverged from the leader's gets back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RejoinPolicy {
+    /// Try pg_rewind first.
+    pub use_pg_rewind: bool,
+    /// When pg_rewind fails (or is off), move the data directory aside and
+    /// re-clone; otherwise stay stopped as "rewind failed".
+    pub remove_data_directory_on_rewind_failure: bool,
+}
+
+impl Default for RejoinPolicy {
+    /// Both on: no human step.
+    fn default() -> Self {
+        RejoinPolicy {
+            use_pg_rewind: true,
+            remove_data_directory_on_rewind_failure: true,
+        }
+    }
 }
 
 /// This node's lease, as its holder knows it.
@@ -229,6 +264,11 @@ pub struct Ha {
     /// views up to it predate the winner's write, so a vacant key in them
     /// is no reason to race again.
     race_lost_at: Option<u64>,
+    /// Consecutive fresh probes that showed this replica diverged (see
+    /// `rejoin`).
+    diverged_probes: u32,
+    /// The primary's server found down (see `primary`).
+    primary_down: Option<primary::ServerDown>,
 }
 
 impl Ha {
@@ -256,6 +296,8 @@ impl Ha {
             shutdown: false,
             sysid_recorded: None,
             race_lost_at: None,
+            diverged_probes: 0,
+            primary_down: None,
         }
     }
 
@@ -324,6 +366,13 @@ impl Ha {
         if let State::Stopping(StoppingState::AwaitingReplica { deadline, .. }) = self.state {
             at.push(deadline);
         }
+        // A crashed primary gives up on time, not at the next routine tick.
+        at.extend(
+            self.primary_down
+                .as_ref()
+                .filter(|d| !d.giving_up)
+                .map(|d| d.since + cfg.primary_start_timeout),
+        );
         at.into_iter().filter(|t| *t > now).min()
     }
 
@@ -353,6 +402,7 @@ impl Ha {
                 State::Bootstrapping(step) => self.bootstrap(now, step, out),
                 State::Replica => self.replica(now, out),
                 State::Candidate(c) => self.candidate(now, c, out),
+                State::Rejoining(r) => self.rejoining(now, r, out),
                 State::Primary(p) => self.primary(now, p, out),
                 State::Stopping(s) => self.stopping(now, s, out),
                 State::Exited => {}

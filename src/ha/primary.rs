@@ -1,5 +1,15 @@
 //! Primary: run the writable server under the leader lease, record the
 //! cluster's system id, publish `status`, manage the members' slots.
+//!
+//! A crashed server (DESIGN.md, "Reacting fast without false failovers")
+//! is restarted in place while the lease holds, failed starts included,
+//! for at most `primary_start_timeout` from the first fresh probe that
+//! found it down. Only a fresh probe showing it running read-write ends
+//! the outage. Past the deadline the primary gives up: it fences the
+//! server (by PID: a start may be in flight), gives the leader key back
+//! once nothing can write (so a replica takes over at once instead of
+//! after the TTL), and becomes a replica. A lost lease overrides all of
+//! this: `lease_lost` leaves Primary and the fence rule stops the server.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -7,25 +17,63 @@ use crate::clock::BootInstant;
 
 use super::actions::{Action, StartAs};
 use super::names::sanitize_slot_name;
-use super::state::PrimaryState;
+use super::state::{PrimaryState, State};
 use super::view::{DataDir, PgState, StatusKey};
 use super::Ha;
 
+/// The primary's server found down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct ServerDown {
+    /// Our leader write when it went down: a timer left from an earlier
+    /// tenure of the key is void.
+    pub(super) revision: u64,
+    /// The first fresh probe that found it not running.
+    pub(super) since: BootInstant,
+    /// Past `primary_start_timeout`: the fence was asked for, the key is
+    /// released once it is done.
+    pub(super) giving_up: bool,
+}
+
 impl Ha {
     pub(super) fn primary(&mut self, now: BootInstant, p: PrimaryState, out: &mut Vec<Action>) {
+        let Some(revision) = self.leader_revision else {
+            // The key was given back (a server that did not come back in
+            // time, fenced): follow whoever takes it.
+            self.primary_down = None;
+            self.state = State::Replica;
+            return;
+        };
         // Until a keepalive confirms the lease (adoption after a restart)
         // nothing may be started or promoted; the fence rule covers a
         // server that is already writable.
         if !self.holds_leader(now) {
             return;
         }
+        self.primary_down = self.primary_down.filter(|d| d.revision == revision);
+        let deadline = self.cfg().primary_start_timeout;
+        let timed_out = |d: &ServerDown| d.giving_up || now >= d.since + deadline;
+        // Checked before waiting for a fresh probe: a start still in flight
+        // at the deadline is fenced, not waited for.
+        if self.primary_down.as_ref().is_some_and(timed_out) {
+            self.give_up(now, revision, out);
+            return;
+        }
         let Some(pg) = self.fresh_pg().cloned() else {
             return;
         };
         if !pg.running {
-            // Restart in place while the lease holds. Issue 4 bounds this
-            // by primary_start_timeout, then releases the key.
-            self.emit(now, out, Action::StartPostgres(StartAs::Primary));
+            let down = self.primary_down.get_or_insert(ServerDown {
+                revision,
+                since: now,
+                giving_up: false,
+            });
+            if timed_out(down) {
+                self.give_up(now, revision, out); // primary_start_timeout 0
+            } else {
+                // Restart in place; a failed start is retried after
+                // loop_wait, on the same clock.
+                self.emit(now, out, Action::StartPostgres(StartAs::Primary));
+            }
             return;
         }
         match pg.in_recovery {
@@ -33,7 +81,8 @@ impl Ha {
                 self.emit(now, out, Action::Promote);
                 return;
             }
-            Some(false) => {}
+            // Back (or never gone): the outage, if any, is over.
+            Some(false) => self.primary_down = None,
             None => return, // cannot tell yet; the next probe will
         }
         self.record_sysid(now, &pg, out);
@@ -42,6 +91,45 @@ impl Ha {
             self.emit(now, out, Action::Checkpoint);
         } else if let Some(action) = self.slot_action(now, &pg) {
             self.emit(now, out, action);
+        }
+    }
+
+    /// The server did not come back within `primary_start_timeout`: fence
+    /// it, then, once nothing on the PostgreSQL lane can still bring it up
+    /// and it is known stopped, give the key back (compare-and-set on our
+    /// write, so a key that is no longer ours is left alone). The lease
+    /// and the member key on it stay; the release's answer (or a view
+    /// showing the key gone while it is out) clears `leader_revision`,
+    /// and the next pass makes this node a replica.
+    fn give_up(&mut self, now: BootInstant, revision: u64, out: &mut Vec<Action>) {
+        let Some(down) = self.primary_down.as_mut() else {
+            return;
+        };
+        if !down.giving_up {
+            down.giving_up = true;
+            self.must_fence = true;
+        }
+        if self.must_fence {
+            self.emit(now, out, Action::Fence); // unless running or backing off
+            return;
+        }
+        // The fence is running, or a start it did not abort has yet to
+        // answer.
+        if self.inflight.keys().any(|k| k.changes_postgres()) {
+            return;
+        }
+        // A start that completed after the fence: fence again first.
+        if self.pg.as_ref().is_some_and(|pg| pg.may_be_writable()) {
+            self.must_fence = true;
+            self.emit(now, out, Action::Fence);
+            return;
+        }
+        if let Some(lease) = self.lease {
+            let release = Action::ReleaseLeader {
+                lease: lease.id,
+                revision,
+            };
+            self.emit(now, out, release);
         }
     }
 

@@ -3,7 +3,7 @@
 use crate::clock::BootInstant;
 
 use super::actions::{Action, ActionKind};
-use super::state::{BootstrapStep, State, StoppingState};
+use super::state::{BootstrapStep, RejoinStep, State, StoppingState};
 use super::view::{DataDir, MemberInfo, MemberRole, MemberState};
 use super::{Ha, HANDOVER_PROBE_INTERVAL};
 
@@ -56,6 +56,7 @@ impl Ha {
             // Still a standby until it wins: other candidates compare
             // themselves with it.
             State::Replica | State::Candidate(_) => MemberRole::Replica,
+            State::Rejoining(_) if initialized => MemberRole::Replica,
             State::Stopping(_) if initialized => MemberRole::Replica,
             _ => MemberRole::Uninitialized,
         };
@@ -69,6 +70,7 @@ impl Ha {
                 | BootstrapStep::CreatingRoles,
             ) => MemberState::Initializing,
             State::Bootstrapping(BootstrapStep::Cloning) => MemberState::CreatingReplica,
+            State::Rejoining(RejoinStep::Failed) if !pg.running => MemberState::RewindFailed,
             _ if !pg.running && starting => MemberState::Starting,
             _ if !pg.running => MemberState::Stopped,
             _ if pg.in_recovery == Some(true) && pg.streaming => MemberState::Streaming,

@@ -22,6 +22,10 @@ impl Ha {
             self.state = State::Candidate(CandidateStep::Acquiring);
             return;
         }
+        if let Some(step) = self.rejoin_needed(pg) {
+            self.state = State::Rejoining(step);
+            return;
+        }
         let want = self.leader_upstream();
         let slot = self.slot.clone();
         if !pg.running {

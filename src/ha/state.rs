@@ -26,6 +26,9 @@ pub enum State {
     Candidate(CandidateStep),
     /// Holding the leader key and running the writable primary.
     Primary(PrimaryState),
+    /// A diverged former primary (or standby) getting back onto the
+    /// leader's timeline: pg_rewind, else a fresh clone.
+    Rejoining(RejoinStep),
     /// Shutting down: stop PostgreSQL, hand over, release the lease, exit.
     Stopping(StoppingState),
     /// Done; the core asks for nothing more.
@@ -41,6 +44,7 @@ impl State {
             State::Replica => "replica",
             State::Candidate(_) => "candidate",
             State::Primary(_) => "primary",
+            State::Rejoining(_) => "rejoining",
             State::Stopping(_) => "stopping",
             State::Exited => "exited",
         }
@@ -103,4 +107,22 @@ pub enum StoppingState {
     },
     /// Revoke the lease (deleting the leader and member keys), then exit.
     Releasing,
+}
+
+/// Where a rejoin stands (see `rejoin`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejoinStep {
+    /// Stop the diverged standby (fast).
+    Stopping,
+    /// Stopped: pg_rewind from the leader.
+    Rewinding,
+    /// Rewound: start as a standby of the leader, then a replica.
+    StartingStandby,
+    /// pg_rewind failed (or is off): move the data directory aside, then
+    /// clone (`Bootstrapping::AwaitingLeader`).
+    MovingAside,
+    /// pg_rewind failed and `remove_data_directory_on_rewind_failure` is
+    /// off: stay stopped, publish "rewind failed", wait for an operator
+    /// (who empties the data directory to have it re-cloned).
+    Failed,
 }

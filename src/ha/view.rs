@@ -136,6 +136,9 @@ pub enum MemberState {
     Initializing,
     /// pg_basebackup from another member.
     CreatingReplica,
+    /// A rejoin's pg_rewind failed and the data directory may not be
+    /// re-cloned: stopped until an operator steps in.
+    RewindFailed,
 }
 
 impl MemberState {
@@ -149,6 +152,7 @@ impl MemberState {
             MemberState::Stopped => "stopped",
             MemberState::Initializing => "initializing new cluster",
             MemberState::CreatingReplica => "creating replica",
+            MemberState::RewindFailed => "rewind failed",
         }
     }
 
@@ -216,6 +220,9 @@ pub struct HaConfig {
     /// How long a stopping primary waits for a standby to receive its
     /// shutdown checkpoint before it releases the leader key anyway.
     pub handover_timeout: Duration,
+    /// How long a primary restarts its crashed server in place before it
+    /// fences it and gives the leader key back.
+    pub primary_start_timeout: Duration,
 }
 
 impl Default for HaConfig {
@@ -229,6 +236,7 @@ impl Default for HaConfig {
             maximum_lag_on_failover: defaults::MAXIMUM_LAG_ON_FAILOVER,
             member_slots_ttl: MEMBER_SLOTS_TTL,
             handover_timeout: HANDOVER_TIMEOUT,
+            primary_start_timeout: defaults::PRIMARY_START_TIMEOUT,
         }
     }
 }
@@ -278,6 +286,12 @@ pub struct PgState {
     /// clean shutdown, the shutdown checkpoint a standby must receive before
     /// a primary hands over.
     pub checkpoint_lsn: Option<Lsn>,
+    /// While stopped: pg_control says the server last ran as a primary
+    /// (`in production`, `shut down`, `shutting down`, `in crash
+    /// recovery`), not as a standby. With `timeline` lower than the
+    /// leader's, it may have written past the fork point: rewind before
+    /// its first start.
+    pub was_primary: bool,
 }
 
 impl PgState {

@@ -53,6 +53,10 @@ pub fn spec(config: &Config) -> anyhow::Result<(AgentSpec, crate::config::Postgr
             cluster_parameters: dcs.postgresql.parameters.clone(),
         },
         stop_timeout: Duration::from_secs(30),
+        rejoin: crate::ha::RejoinPolicy {
+            use_pg_rewind: pg.use_pg_rewind,
+            remove_data_directory_on_rewind_failure: pg.remove_data_directory_on_rewind_failure,
+        },
     };
     Ok((spec, pg))
 }

@@ -11,6 +11,7 @@ mod candidate;
 mod core;
 mod eligibility;
 mod primary;
+mod rejoin;
 mod replica;
 mod stopping;
 
@@ -39,6 +40,7 @@ pub fn node(name: &str) -> NodeInfo {
         api_url: format!("http://{name}:8008"),
         pg_address: format!("{name}:5432"),
         tags: MemberTags::default(),
+        rejoin: RejoinPolicy::default(),
     }
 }
 

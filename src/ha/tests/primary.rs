@@ -354,3 +354,380 @@ fn the_cluster_sysid_is_recorded_once_known() {
     let mut fx = Fx::new(primary_state(), v, pg_primary()).lease().leader();
     assert_eq!(fx.tick(0), vec![]);
 }
+
+// ---- a crashed server on the primary ----------------------------------
+
+/// `primary_start_timeout` in the crash scripts: shorter than one lease
+/// period, so the scripts need no keepalive answers.
+const START_TIMEOUT_MS: u64 = 3_000;
+
+/// What happens at one step of a crash script.
+enum Ev {
+    Probe(PgState),
+    Done(ActionKind, Reply),
+    Fail(ActionKind),
+    Tick,
+    View(ClusterView),
+    /// `valid_until` is reached without a renewal.
+    LeaseRunsOut,
+}
+
+/// A crash script: steps of (ms after T0, the event, the exact actions).
+type Script = Vec<(u64, Ev, Vec<Action>)>;
+
+/// The member key, whatever `a` says about itself at that moment (the
+/// runner checks it is exactly that).
+fn member_key() -> Action {
+    publish(member("a", MemberRole::Primary, MemberState::Running))
+}
+
+/// `a` leads a running primary; `b` follows it (its slot is there).
+fn leading_with_timeout() -> Fx {
+    leading(
+        |mut v| {
+            v.0.config.primary_start_timeout = Duration::from_millis(START_TIMEOUT_MS);
+            v.replica("b")
+        },
+        with_slots(&["b"]),
+    )
+}
+
+/// Runs `steps` (at ms after T0, the event, the exact actions) on
+/// `leading_with_timeout`. Before each step the routine chores are done
+/// (keepalive, probe cadence, member key), so a list holds only what the
+/// step caused; a member key in it stands as [`member_key`].
+fn run_crash_script(case: &str, steps: Script) -> Fx {
+    let mut fx = leading_with_timeout();
+    for (i, (ms, ev, want)) in steps.into_iter().enumerate() {
+        fx.quiet_at(ms);
+        fx.ha.inflight.remove(&ActionKind::PublishMember);
+        let me = fx.me();
+        if let Some(p) = fx.ha.published.as_mut() {
+            p.info = me;
+        }
+        let got = match ev {
+            Ev::Probe(pg) => fx.probed(pg),
+            Ev::Done(kind, reply) => fx.done(kind, reply),
+            Ev::Fail(kind) => fx.fail(kind),
+            Ev::Tick => fx.tick(ms),
+            Ev::View(v) => fx.view(v),
+            Ev::LeaseRunsOut => {
+                if let Some(lease) = fx.ha.lease.as_mut() {
+                    lease.valid_until = Some(at(ms));
+                }
+                fx.tick(ms)
+            }
+        };
+        let me = fx.me();
+        let got: Vec<Action> = got
+            .into_iter()
+            .map(|a| match a {
+                Action::PublishMember { info, .. } => {
+                    assert_eq!(info, me, "{case}, step {i}: member key");
+                    member_key()
+                }
+                a => a,
+            })
+            .collect();
+        assert_eq!(got, want, "{case}, step {i} at {ms} ms");
+    }
+    fx
+}
+
+fn start_primary() -> Action {
+    Action::StartPostgres(StartAs::Primary)
+}
+
+fn release() -> Action {
+    Action::ReleaseLeader {
+        lease: L,
+        revision: 5,
+    }
+}
+
+fn ok(kind: ActionKind) -> Ev {
+    Ev::Done(kind, Reply::Done)
+}
+
+#[test]
+fn a_crashed_primary_is_restarted_in_place_within_primary_start_timeout() {
+    use ActionKind as K;
+    let down = || Ev::Probe(pg_stopped());
+    let up = || Ev::Probe(with_slots(&["b"]));
+    // (case, script, still the leader at the end)
+    let cases: Vec<(&str, Script, bool)> = vec![
+        (
+            "crash: restart in place, nothing released",
+            vec![
+                (1_000, down(), vec![start_primary(), member_key()]),
+                (
+                    1_500,
+                    ok(K::StartPostgres),
+                    vec![member_key(), Action::Probe],
+                ),
+                (1_600, up(), vec![]),
+            ],
+            true,
+        ),
+        (
+            "a start reported done is not back until a probe shows it",
+            vec![
+                (1_000, down(), vec![start_primary(), member_key()]),
+                (
+                    1_500,
+                    ok(K::StartPostgres),
+                    vec![member_key(), Action::Probe],
+                ),
+                // It died again at once: the clock still runs from 1000.
+                (1_600, down(), vec![start_primary(), member_key()]),
+                (3_999, Ev::Tick, vec![]),
+                (4_000, Ev::Tick, vec![Action::Fence]),
+            ],
+            true,
+        ),
+        (
+            "back within the timeout: stays primary, the clock restarts",
+            vec![
+                (1_000, down(), vec![start_primary(), member_key()]),
+                (
+                    3_000,
+                    ok(K::StartPostgres),
+                    vec![member_key(), Action::Probe],
+                ),
+                (3_100, up(), vec![]),
+                // A second crash: timed from here, not from 1000.
+                (3_500, down(), vec![start_primary(), member_key()]),
+                (4_000, Ev::Tick, vec![]),
+                (
+                    6_000,
+                    ok(K::StartPostgres),
+                    vec![member_key(), Action::Probe],
+                ),
+                (6_100, up(), vec![]),
+                (6_500, Ev::Tick, vec![]),
+            ],
+            true,
+        ),
+        (
+            "still down at the timeout: fence the start in flight, release, replica",
+            vec![
+                (1_000, down(), vec![start_primary(), member_key()]),
+                (3_999, Ev::Tick, vec![]),
+                (4_000, Ev::Tick, vec![Action::Fence]),
+                // The fence aborted the start; the key waits for the fence.
+                (4_010, Ev::Fail(K::StartPostgres), vec![member_key()]),
+                (4_020, ok(K::Fence), vec![release(), Action::Probe]),
+                (4_030, ok(K::ReleaseLeader), vec![member_key()]),
+                // A replica now: a standby with no upstream until the new
+                // leader's key shows, once the aborted start's back-off
+                // (loop_wait from 4010) is over.
+                (4_040, down(), vec![]),
+                (5_010, Ev::Tick, vec![standby_of(None), member_key()]),
+            ],
+            false,
+        ),
+        (
+            "start failures until the timeout: retried, then fence and release",
+            vec![
+                (1_000, down(), vec![start_primary(), member_key()]),
+                (
+                    1_100,
+                    Ev::Fail(K::StartPostgres),
+                    vec![member_key(), Action::Probe],
+                ),
+                (1_200, down(), vec![]),
+                // Retried after loop_wait.
+                (2_100, Ev::Tick, vec![start_primary(), member_key()]),
+                (
+                    2_200,
+                    Ev::Fail(K::StartPostgres),
+                    vec![member_key(), Action::Probe],
+                ),
+                (2_300, down(), vec![]),
+                (3_200, Ev::Tick, vec![start_primary(), member_key()]),
+                (
+                    3_300,
+                    Ev::Fail(K::StartPostgres),
+                    vec![member_key(), Action::Probe],
+                ),
+                (3_400, down(), vec![]),
+                (4_000, Ev::Tick, vec![Action::Fence]),
+                (4_010, ok(K::Fence), vec![release(), Action::Probe]),
+                (4_020, ok(K::ReleaseLeader), vec![member_key()]),
+            ],
+            false,
+        ),
+        (
+            "a start that completes after the fence is fenced again before the release",
+            vec![
+                (1_000, down(), vec![start_primary(), member_key()]),
+                (4_000, Ev::Tick, vec![Action::Fence]),
+                // The start is still out: nothing, not even a probe.
+                (4_010, ok(K::Fence), vec![]),
+                (
+                    4_020,
+                    ok(K::StartPostgres),
+                    vec![Action::Fence, member_key()],
+                ),
+                (
+                    4_030,
+                    ok(K::Fence),
+                    vec![release(), member_key(), Action::Probe],
+                ),
+            ],
+            true,
+        ),
+        (
+            "a failed fence is retried; nothing is released meanwhile",
+            vec![
+                (1_000, down(), vec![start_primary(), member_key()]),
+                (
+                    1_100,
+                    Ev::Fail(K::StartPostgres),
+                    vec![member_key(), Action::Probe],
+                ),
+                (1_200, down(), vec![]),
+                (4_000, Ev::Tick, vec![Action::Fence]),
+                (4_010, Ev::Fail(K::Fence), vec![Action::Probe]),
+                (4_020, down(), vec![]),
+                // FENCE_RETRY later.
+                (4_110, Ev::Tick, vec![Action::Fence]),
+                (4_120, ok(K::Fence), vec![release(), Action::Probe]),
+                // The release's answer failed: asked again after loop_wait.
+                (4_130, Ev::Fail(K::ReleaseLeader), vec![]),
+                (5_129, Ev::Tick, vec![]),
+                (5_130, Ev::Tick, vec![release()]),
+                (5_140, ok(K::ReleaseLeader), vec![member_key()]),
+            ],
+            false,
+        ),
+        (
+            "the key seen vacant while the release is out: released",
+            vec![
+                (1_000, down(), vec![start_primary(), member_key()]),
+                (4_000, Ev::Tick, vec![Action::Fence]),
+                (4_010, Ev::Fail(K::StartPostgres), vec![member_key()]),
+                (4_020, ok(K::Fence), vec![release(), Action::Probe]),
+                (
+                    4_030,
+                    Ev::View(
+                        view()
+                            .init("a", Some(SYSID))
+                            .revision(11)
+                            .primary("a")
+                            .replica("b")
+                            .into(),
+                    ),
+                    vec![member_key()],
+                ),
+            ],
+            false,
+        ),
+    ];
+    for (case, script, leader) in cases {
+        let fx = run_crash_script(case, script);
+        assert_eq!(fx.ha.holds_leader(fx.now), leader, "{case}");
+        let want = if leader {
+            primary_state()
+        } else {
+            State::Replica
+        };
+        assert_eq!(fx.state(), &want, "{case}");
+        // Never the lease itself: the member key stays on it.
+        assert!(fx.ha.lease().is_some(), "{case}");
+    }
+}
+
+#[test]
+fn a_lost_lease_overrides_the_crash_window() {
+    use ActionKind as K;
+    let ttl = HaConfig::default().ttl;
+    let expired = || {
+        Ev::View(
+            view()
+                .init("a", Some(SYSID))
+                .revision(11)
+                .primary("a")
+                .replica("b")
+                .into(),
+        )
+    };
+    // (case, script): the crash is being restarted when the lease goes;
+    // the lease rules fence at once and nothing is released (the key
+    // went with the lease).
+    let cases: Vec<(&str, Script)> = vec![
+        (
+            "valid_until reached during the restart",
+            vec![
+                (
+                    1_000,
+                    Ev::Probe(pg_stopped()),
+                    vec![start_primary(), member_key()],
+                ),
+                (
+                    2_000,
+                    Ev::LeaseRunsOut,
+                    vec![Action::Fence, Action::GrantLease { ttl }],
+                ),
+            ],
+        ),
+        (
+            "the key seen expired during the restart",
+            vec![
+                (
+                    1_000,
+                    Ev::Probe(pg_stopped()),
+                    vec![start_primary(), member_key()],
+                ),
+                (
+                    2_000,
+                    expired(),
+                    vec![Action::Fence, Action::GrantLease { ttl }],
+                ),
+            ],
+        ),
+        (
+            "the lease lost after the deadline's fence, before the release",
+            vec![
+                (
+                    1_000,
+                    Ev::Probe(pg_stopped()),
+                    vec![start_primary(), member_key()],
+                ),
+                (
+                    1_100,
+                    Ev::Fail(K::StartPostgres),
+                    vec![member_key(), Action::Probe],
+                ),
+                (1_200, Ev::Probe(pg_stopped()), vec![]),
+                (4_000, Ev::Tick, vec![Action::Fence]),
+                (4_010, Ev::LeaseRunsOut, vec![Action::GrantLease { ttl }]),
+                (4_020, ok(K::Fence), vec![Action::Probe]),
+            ],
+        ),
+    ];
+    for (case, script) in cases {
+        let fx = run_crash_script(case, script);
+        assert_eq!(fx.state(), &State::Replica, "{case}");
+        assert!(!fx.ha.holds_leader(fx.now), "{case}");
+        assert_eq!(fx.ha.lease(), None, "{case}");
+    }
+}
+
+#[test]
+fn a_crash_timer_from_an_earlier_tenure_is_void() {
+    let mut fx = leading_with_timeout();
+    // Left over from a tenure under another leader write, long expired.
+    fx.ha.primary_down = Some(super::super::primary::ServerDown {
+        revision: 4,
+        since: at(0),
+        giving_up: true,
+    });
+    fx.quiet_at(10_000);
+    let got = fx.probed(pg_stopped());
+    assert_eq!(got, vec![start_primary(), publish(fx.me())]);
+    assert_eq!(
+        fx.ha.primary_down.map(|d| (d.revision, d.since)),
+        Some((5, at(10_000)))
+    );
+}

@@ -1,0 +1,222 @@
+//! Rejoining: a node behind the leader's timeline rewinds (or re-clones).
+
+use super::*;
+
+fn rewind_from(name: &str) -> Action {
+    Action::Rewind {
+        from: upstream(name),
+    }
+}
+
+/// `b` leads on timeline 2.
+fn tl2_leader() -> V {
+    view()
+        .leader("b", 3)
+        .primary("b")
+        .with("b", |m| m.timeline = Some(2))
+}
+
+/// A stopped former primary on timeline 1.
+fn pg_old_primary() -> PgState {
+    PgState {
+        was_primary: true,
+        ..pg_stopped()
+    }
+}
+
+/// A running standby on timeline 1 that does not stream.
+fn pg_stuck() -> PgState {
+    PgState {
+        streaming: false,
+        ..pg_standby(Some("b"))
+    }
+}
+
+#[test]
+fn rejoin_rules() {
+    // (case, view, probe, state after, actions)
+    let cases: Vec<(&str, V, PgState, State, Vec<Action>)> = vec![
+        (
+            "stopped former primary behind the leader's timeline: rewind before starting",
+            tl2_leader(),
+            pg_old_primary(),
+            State::Rejoining(RejoinStep::Rewinding),
+            vec![rewind_from("b")],
+        ),
+        (
+            "stopped former primary on the leader's timeline: just start",
+            view().leader("b", 3).primary("b"),
+            pg_old_primary(),
+            State::Replica,
+            vec![standby_of(Some("b"))],
+        ),
+        (
+            "stopped former standby behind the leader's timeline: start, it follows",
+            tl2_leader(),
+            pg_stopped(),
+            State::Replica,
+            vec![standby_of(Some("b"))],
+        ),
+        (
+            "former primary, leader's timeline unknown: start and watch",
+            view()
+                .leader("b", 3)
+                .primary("b")
+                .with("b", |m| m.timeline = None),
+            pg_old_primary(),
+            State::Replica,
+            vec![standby_of(Some("b"))],
+        ),
+        (
+            "former primary, leader down: start and watch",
+            tl2_leader().with("b", |m| m.state = MemberState::Stopped),
+            pg_old_primary(),
+            State::Replica,
+            vec![standby_of(Some("b"))],
+        ),
+        (
+            "running standby not streaming, behind, first probe: wait",
+            tl2_leader(),
+            pg_stuck(),
+            State::Replica,
+            vec![],
+        ),
+    ];
+    for (case, v, pg, state, mut actions) in cases {
+        let mut fx = Fx::new(State::Replica, v, pg).lease();
+        let got = fx.tick(0);
+        if fx.me().state == MemberState::Starting {
+            actions.push(publish(fx.me()));
+        }
+        assert_eq!(got, actions, "{case}");
+        assert_eq!(fx.state(), &state, "{case}");
+    }
+}
+
+#[test]
+fn a_diverged_standby_is_stopped_rewound_and_restarted() {
+    let mut fx = Fx::new(State::Replica, tl2_leader(), pg_standby(Some("b"))).lease();
+    fx.quiet_at(1_000);
+    // It stopped streaming: that is published, nothing more yet.
+    let got = fx.probed(pg_stuck());
+    assert_eq!(got, vec![publish(fx.me())], "one probe is not enough");
+    assert_eq!(fx.me().state, MemberState::Running);
+    fx.quiet_at(2_000);
+    assert_eq!(
+        fx.probed(pg_stuck()),
+        vec![Action::StopPostgres {
+            mode: StopMode::Fast
+        }],
+        "two probes: stop it"
+    );
+    assert_eq!(fx.state(), &State::Rejoining(RejoinStep::Stopping));
+    let stopped = Reply::Stopped {
+        checkpoint_lsn: None,
+    };
+    assert_eq!(
+        fx.done(ActionKind::StopPostgres, stopped),
+        vec![Action::Probe]
+    );
+    assert_eq!(fx.probed(pg_stopped()), vec![rewind_from("b")]);
+    assert_eq!(fx.state(), &State::Rejoining(RejoinStep::Rewinding));
+    assert_eq!(
+        fx.done(ActionKind::Rewind, Reply::Done),
+        vec![Action::Probe]
+    );
+    assert_eq!(fx.state(), &State::Rejoining(RejoinStep::StartingStandby));
+    assert_eq!(fx.probed(pg_stopped()), vec![standby_of(Some("b"))]);
+    assert_eq!(
+        fx.done(ActionKind::StartPostgres, Reply::Done),
+        vec![Action::Probe]
+    );
+    assert_eq!(fx.state(), &State::Replica);
+    let streaming = PgState {
+        timeline: Some(2),
+        ..pg_standby(Some("b"))
+    };
+    assert_eq!(fx.probed(streaming), vec![]);
+    assert_eq!(fx.state(), &State::Replica);
+}
+
+#[test]
+fn a_streaming_probe_resets_the_divergence_count() {
+    let mut fx = Fx::new(State::Replica, tl2_leader(), pg_standby(Some("b"))).lease();
+    fx.quiet_at(1_000);
+    // The member key follows what the probes say; never a stop.
+    let got = fx.probed(pg_stuck());
+    assert_eq!(got, vec![publish(fx.me())]);
+    fx.quiet_at(2_000);
+    let got = fx.probed(pg_standby(Some("b")));
+    assert_eq!(got, vec![]);
+    fx.quiet_at(3_000);
+    let got = fx.probed(pg_stuck());
+    assert_eq!(got, vec![]);
+    assert_eq!(fx.state(), &State::Replica);
+}
+
+#[test]
+fn a_failed_rewind_moves_the_data_dir_aside_and_reclones() {
+    let mut fx = Fx::new(State::Replica, tl2_leader(), pg_old_primary()).lease();
+    assert_eq!(fx.tick(0), vec![rewind_from("b")]);
+    assert_eq!(fx.fail(ActionKind::Rewind), vec![Action::Probe]);
+    assert_eq!(fx.state(), &State::Rejoining(RejoinStep::MovingAside));
+    assert_eq!(fx.probed(pg_old_primary()), vec![Action::MoveDataDirAside]);
+    // Once the directory is gone, the member key says so.
+    let got = fx.done(ActionKind::MoveDataDirAside, Reply::Done);
+    assert_eq!(fx.me().role, MemberRole::Uninitialized);
+    assert_eq!(got, vec![publish(fx.me()), Action::Probe]);
+    assert_eq!(
+        fx.state(),
+        &State::Bootstrapping(BootstrapStep::AwaitingLeader)
+    );
+    // (The member key was published a moment ago; the next publish
+    // carries "creating replica".)
+    let got = fx.probed(pg_empty());
+    assert_eq!(
+        got,
+        vec![Action::Basebackup {
+            from: upstream("b"),
+            slot: "a".into()
+        }]
+    );
+    assert_eq!(fx.state(), &State::Bootstrapping(BootstrapStep::Cloning));
+}
+
+#[test]
+fn without_reclone_a_failed_rewind_stays_stopped_as_rewind_failed() {
+    let mut fx = Fx::new(State::Replica, tl2_leader(), pg_old_primary()).lease();
+    fx.ha.node.rejoin.remove_data_directory_on_rewind_failure = false;
+    assert_eq!(fx.tick(0), vec![rewind_from("b")]);
+    let got = fx.fail(ActionKind::Rewind);
+    assert_eq!(fx.state(), &State::Rejoining(RejoinStep::Failed));
+    assert_eq!(fx.me().state, MemberState::RewindFailed);
+    assert_eq!(got, vec![publish(fx.me()), Action::Probe]);
+    assert_eq!(fx.probed(pg_old_primary()), vec![]);
+    fx.quiet_at(60_000);
+    assert_eq!(fx.probed(pg_old_primary()), vec![], "no retries, no start");
+    // An operator empties the data directory: re-clone.
+    fx.probed(pg_empty());
+    assert_eq!(fx.state(), &State::Bootstrapping(BootstrapStep::Cloning));
+}
+
+#[test]
+fn rewinding_off_goes_straight_to_the_reclone() {
+    let mut fx = Fx::new(State::Replica, tl2_leader(), pg_old_primary()).lease();
+    fx.ha.node.rejoin.use_pg_rewind = false;
+    assert_eq!(fx.tick(0), vec![Action::MoveDataDirAside]);
+    assert_eq!(fx.state(), &State::Rejoining(RejoinStep::MovingAside));
+}
+
+#[test]
+fn the_leader_leaving_mid_rejoin_makes_it_a_replica_again() {
+    let mut fx = Fx::new(
+        State::Rejoining(RejoinStep::Rewinding),
+        view().replica("b"),
+        pg_old_primary(),
+    )
+    .lease();
+    let got = fx.tick(0);
+    assert_eq!(fx.me().state, MemberState::Starting);
+    assert_eq!(got, vec![standby_of(None), publish(fx.me())]);
+    assert_eq!(fx.state(), &State::Replica);
+}
