@@ -332,16 +332,17 @@ fn kill_9_of_the_primary_agent_fails_over_and_its_postgres_dies_with_it() {
     );
 }
 
-/// Rejoin after a machine loss: kill -9 of the primary's pgkeel (its
-/// postmaster dies by the death signal) while writes run; the replica is
-/// promoted onto a new timeline and writes resume; the killed node,
-/// restarted, finds in pg_control that it last ran as a primary on an
-/// older timeline than the leader's, rewinds (crash recovery in
-/// single-user mode first, then pg_rewind) before its first start, and
-/// streams from the new primary on the new timeline. Whether its WAL had
-/// gone past the fork point depends on what the walsender had sent when
-/// it died; the rejoin path is the same either way (pg_rewind then says
-/// "no rewind required"). No acknowledged write may be missing.
+/// A primary killed (agent and postmaster) while writing: the replica is
+/// promoted, and the old primary, restarted, rejoins on the new timeline by
+/// itself. If its WAL went past the fork point (pg_control says it last ran
+/// as a primary on an older timeline), it runs crash recovery in
+/// single-user mode and pg_rewind first. The replica's WAL receiver is ended
+/// (SIGTERM) just before the primary writes, to make that divergence likely;
+/// PostgreSQL may restart the receiver quickly enough to catch up, so which
+/// path runs depends on timing — both must end with the node replaying the
+/// new timeline. (Writes acknowledged by an asynchronous primary in that
+/// window may be lost: that is what asynchronous replication means, so this
+/// test does not count them.)
 #[test]
 fn a_killed_primary_rejoins_on_the_new_timeline_by_itself() {
     init_tracing();
@@ -349,66 +350,95 @@ fn a_killed_primary_rejoins_on_the_new_timeline_by_itself() {
         return;
     }
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let mut c = ProcCluster::from_example("two-plus-witness");
     c.start_all();
     let (leader, hosts) = c.wait_streaming(2, Duration::from_secs(90));
     let leader_file = c.file_of(&leader);
-    let all: Vec<String> = hosts.values().cloned().collect();
-    let writes = writeloop::WriteLoop::start(
-        writeloop::dsn(&all, SUPERUSER_PASSWORD),
-        Duration::from_millis(10),
-        100_000,
-        Duration::from_secs(120),
+    let survivor = hosts.keys().find(|n| **n != leader).unwrap().clone();
+    sql(&rt, &hosts[&leader], "create table t(x int)").unwrap();
+    let receiver = sql(
+        &rt,
+        &hosts[&survivor],
+        "select pid from pg_stat_wal_receiver",
+    )
+    .unwrap();
+    let receiver =
+        i32::try_from(*receiver.first().expect("a WAL receiver on the replica")).unwrap();
+    tracing::info!(
+        leader,
+        receiver,
+        "phase: end the replica's WAL receiver; the primary writes on"
     );
-    std::thread::sleep(Duration::from_secs(1));
-    tracing::info!(leader, "phase: kill -9 the primary's pgkeel");
+    // SAFETY: a signal to a process of the cluster this test started.
+    unsafe { libc::kill(receiver, libc::SIGTERM) };
+    sql(
+        &rt,
+        &hosts[&leader],
+        "insert into t select generate_series(1, 5000)",
+    )
+    .unwrap();
+    tracing::info!("phase: kill -9 the primary's pgkeel (its postmaster follows)");
     c.kill9(&leader_file);
-    let acked = writes.stats().acked.len();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while writes.stats().acked.len() < acked + 100 {
+    loop {
+        let list = c.list(&c.file_of(&survivor));
+        if list
+            .as_ref()
+            .is_some_and(|l| l["leader"] == survivor.as_str())
+        {
+            break;
+        }
         assert!(
             Instant::now() < deadline,
-            "writes did not resume after the failover\n{}",
+            "{survivor} was not promoted\n{}",
             c.logs()
         );
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(100));
     }
-    let survivor = hosts.keys().find(|n| **n != leader).unwrap().clone();
-    tracing::info!(survivor, "phase: writes resumed; restart the killed node");
+    sql(&rt, &hosts[&survivor], "insert into t values (-1)").unwrap();
+    tracing::info!(
+        survivor,
+        "phase: promoted and writable; restart the killed node"
+    );
     let restarted = Instant::now();
     c.start(&leader_file);
     let (now_leader, _) = c.wait_streaming(2, Duration::from_secs(60));
     assert_eq!(now_leader, survivor);
-    tracing::info!(after = ?restarted.elapsed(), "phase: the old primary streams again");
-    let stats = writes.finish();
+    tracing::info!(after = ?restarted.elapsed(), "phase: the old primary is listed as streaming");
     let list = c.list(&c.file_of(&survivor)).expect("list");
-    let members = list["members"].as_array().cloned().unwrap_or_default();
     let timeline_of = |name: &str| {
-        members
-            .iter()
-            .find(|m| m["name"] == name)
+        list["members"]
+            .as_array()
+            .and_then(|ms| ms.iter().find(|m| m["name"] == name))
             .map(|m| m["timeline"].clone())
     };
     assert_eq!(timeline_of(&leader), timeline_of(&survivor), "{list}");
-    let logs = c.logs();
-    // pg_rewind runs when pg_control says the node last ran as a primary
-    // (see the report: not always the case in this scenario yet).
-    tracing::info!(
-        ran = logs.contains("running pg_rewind"),
-        "phase: pg_rewind before the first start"
-    );
-    let new_primary = writeloop::dsn(&[hosts[&survivor].clone()], SUPERUSER_PASSWORD);
-    let missing = writeloop::missing(&new_primary, &stats.acked).expect("read the new primary");
-    assert!(
-        missing.is_empty(),
-        "{} acknowledged writes missing on the new primary: {:?}",
-        missing.len(),
-        &missing[..missing.len().min(20)]
-    );
-    tracing::info!(
-        acked = stats.acked.len(),
-        longest_gap = ?stats.longest_gap,
-        rewound = logs.contains("pg_rewind done"),
-        "phase: rejoined; no acknowledged write lost"
-    );
+    // The row written on the new timeline reaches the rejoined node.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sql(&rt, &hosts[&leader], "select count(*) from t where x = -1")
+        .ok()
+        .and_then(|v| v.first().copied())
+        != Some(1)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the rejoined node never replayed the new timeline\n{}",
+            c.logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let log = std::fs::read_to_string(&c.nodes[&leader_file].log).unwrap_or_default();
+    let rewound = log.contains("running pg_rewind");
+    if rewound {
+        assert!(
+            log.contains("pg_rewind done"),
+            "pg_rewind started but never finished\n{}",
+            c.logs()
+        );
+    }
+    tracing::info!(rewound, "phase: the old primary replays the new timeline");
 }

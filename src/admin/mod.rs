@@ -105,13 +105,22 @@ impl Admin for AdminService {
         &self,
         _req: Request<pb::ListMembersRequest>,
     ) -> Result<Response<pb::ListMembersReply>, Status> {
-        let (_, kvs) = self
-            .store
-            .range(keys::MEMBERS, Consistency::Local)
-            .await
-            .map_err(store_status)?;
+        // Through the Raft leader, so a node that has just restarted and is
+        // still catching up does not show the cluster as it was; this node's
+        // own copy only when no quorum answers.
+        let (_, kvs) = match self.store.range("", Consistency::Linearizable).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::debug!("list shows this node's own copy of the store: {e}");
+                self.store
+                    .range("", Consistency::Local)
+                    .await
+                    .map_err(store_status)?
+            }
+        };
         let records: Vec<MemberRecord> = kvs
             .iter()
+            .filter(|kv| kv.key.starts_with(keys::MEMBERS))
             .filter_map(
                 |kv| match keys::decode::<MemberRecord>(&kv.key, &kv.value) {
                     Ok(r) => Some(r),
@@ -122,12 +131,10 @@ impl Admin for AdminService {
                 },
             )
             .collect();
-        let leader = self
-            .store
-            .get(keys::LEADER, Consistency::Local)
-            .await
-            .map_err(store_status)?
-            .map(|kv| kv.value);
+        let leader = kvs
+            .iter()
+            .find(|kv| kv.key == keys::LEADER)
+            .map(|kv| kv.value.clone());
         let voters = self.store.probe_voters().await;
         Ok(Response::new(pb::ListMembersReply {
             scope: self.store.identity().scope.clone(),
