@@ -59,7 +59,6 @@ impl Ha {
             None => return,
         };
         if epoch == self.pg_epoch {
-            self.count_divergence(&pg);
             self.pg = Some(pg);
             self.pg_seen_epoch = Some(epoch);
             self.last_probe = Some(now);
@@ -104,7 +103,7 @@ impl Ha {
             }
             (ActionKind::StopPostgres, State::Stopping(_)) => self.must_fence = true,
             (ActionKind::Rewind, State::Rejoining(RejoinStep::Rewinding)) => {
-                self.state = State::Rejoining(self.after_rewind_failure());
+                self.state = self.on_rewind_failure();
             }
             // The promote may have been requested and still complete: the
             // server may turn writable at any moment. Stop it by PID before
@@ -253,6 +252,7 @@ impl Ha {
                 self.after_stop(now, checkpoint_lsn);
             }
             (Action::Rewind { .. }, _) if self.state == State::Rejoining(RejoinStep::Rewinding) => {
+                self.rewind_failures = (None, 0);
                 self.state = State::Rejoining(RejoinStep::StartingStandby);
             }
             (Action::MoveDataDirAside, _) => {

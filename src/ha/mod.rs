@@ -104,7 +104,7 @@ use crate::consensus::types::LeaseId;
 pub use actions::{Action, ActionDone, ActionKind, Reply, StartAs, StopMode};
 pub use candidate::{failover_eligibility, standby_position, Ineligible};
 pub use names::sanitize_slot_name;
-pub use rejoin::DIVERGED_PROBES;
+pub use rejoin::REWIND_ATTEMPTS;
 pub use state::{BootstrapStep, CandidateStep, PrimaryState, RejoinStep, State, StoppingState};
 pub use view::{
     ClusterView, DataDir, HaConfig, InitializeKey, LeaderKey, Lsn, MemberInfo, MemberRole,
@@ -264,9 +264,8 @@ pub struct Ha {
     /// views up to it predate the winner's write, so a vacant key in them
     /// is no reason to race again.
     race_lost_at: Option<u64>,
-    /// Consecutive fresh probes that showed this replica diverged (see
-    /// `rejoin`).
-    diverged_probes: u32,
+    /// Consecutive failed pg_rewind runs, and the leader they ran against.
+    rewind_failures: (Option<String>, u32),
     /// The primary's server found down (see `primary`).
     primary_down: Option<primary::ServerDown>,
 }
@@ -296,7 +295,7 @@ impl Ha {
             shutdown: false,
             sysid_recorded: None,
             race_lost_at: None,
-            diverged_probes: 0,
+            rewind_failures: (None, 0),
             primary_down: None,
         }
     }

@@ -13,16 +13,22 @@
 //!   leader key's holder). It may have written past the fork point; a
 //!   rewind when it had not ("no rewind required") costs one pg_rewind
 //!   run and avoids starting a diverged server at all.
-//! - **while running**: a standby that is not streaming while the leader
-//!   is up, on a timeline lower than the leader's, for
-//!   [`DIVERGED_PROBES`] consecutive fresh probes. A standby that merely
-//!   reconnects after a failover streams (and so reports the new timeline)
-//!   within the first probe interval; if it was not diverged after all,
-//!   pg_rewind says so and changes nothing.
 //!
-//! A failed pg_rewind (or `use_pg_rewind: false`) moves the data directory
-//! aside and re-clones when `remove_data_directory_on_rewind_failure` is
-//! on, else leaves the server stopped, published as "rewind failed".
+//! A *running* standby is never judged diverged by these signals. The
+//! obvious test ("not streaming, on a lower timeline than the leader
+//! publishes") also describes a healthy standby whose primary has just
+//! died: its WAL receiver is gone, so its reported timeline falls back to
+//! its last restartpoint's, and the dead leader's member key still says
+//! "running" until its lease expires. Acting on it stopped and moved aside
+//! the only good copy in a test here. A reliable signal (the leader's
+//! timeline history, asked for directly) must come first.
+//!
+//! pg_rewind is retried while it fails (the source may be a leader that has
+//! just died and still holds the key); only after [`REWIND_ATTEMPTS`]
+//! consecutive failures against the same leader (or with `use_pg_rewind:
+//! false`) is the data directory moved aside and re-cloned, when
+//! `remove_data_directory_on_rewind_failure` is on; else the server stays
+//! stopped, published as "rewind failed".
 
 use crate::clock::BootInstant;
 
@@ -31,9 +37,10 @@ use super::state::{BootstrapStep, RejoinStep, State};
 use super::view::{DataDir, PgState, Timeline};
 use super::Ha;
 
-/// Consecutive probes a running standby must look diverged before it is
-/// stopped and rewound.
-pub const DIVERGED_PROBES: u32 = 2;
+/// Consecutive failed pg_rewind runs against one leader before the data
+/// directory is moved aside. Retried every `loop_wait`, so with the
+/// defaults this outlasts the TTL of a leader that died holding the key.
+pub const REWIND_ATTEMPTS: u32 = 10;
 
 impl Ha {
     /// The timeline the leader key's holder publishes, when the holder is
@@ -48,43 +55,38 @@ impl Ha {
         member.state.is_up().then_some(member.timeline).flatten()
     }
 
-    /// Whether `pg` is a running standby that cannot be streaming from the
-    /// leader because it is on an older timeline.
-    fn looks_diverged(&self, pg: &PgState) -> bool {
+    /// Where a replica must go to rejoin, if it must: a stopped former
+    /// primary behind the leader's timeline is rewound before it starts.
+    pub(super) fn rejoin_needed(&self, pg: &PgState) -> Option<RejoinStep> {
+        self.leader_upstream()?;
+        if pg.running {
+            return None;
+        }
         let behind = match (pg.timeline, self.leader_timeline()) {
             (Some(mine), Some(leader)) => mine < leader,
             _ => false,
         };
-        self.state == State::Replica
-            && pg.running
-            && pg.in_recovery == Some(true)
-            && !pg.streaming
-            && behind
+        (pg.was_primary && behind).then(|| self.rewind_or_fallback())
     }
 
-    /// Counts consecutive fresh probes that look diverged.
-    pub(super) fn count_divergence(&mut self, pg: &PgState) {
-        if self.looks_diverged(pg) {
-            self.diverged_probes = self.diverged_probes.saturating_add(1);
+    /// After a failed pg_rewind: try again later (as a replica, which comes
+    /// back here) until [`REWIND_ATTEMPTS`] runs against the same leader have
+    /// failed, then fall back.
+    pub(super) fn on_rewind_failure(&mut self) -> State {
+        let leader = self
+            .view
+            .as_ref()
+            .and_then(|v| v.leader.as_ref())
+            .map(|l| l.holder.clone());
+        if self.rewind_failures.0 != leader {
+            self.rewind_failures = (leader, 0);
+        }
+        self.rewind_failures.1 += 1;
+        if self.rewind_failures.1 >= REWIND_ATTEMPTS {
+            State::Rejoining(self.after_rewind_failure())
         } else {
-            self.diverged_probes = 0;
+            State::Replica
         }
-    }
-
-    /// Where a replica must go to rejoin, if it must: a stopped former
-    /// primary behind the leader's timeline is rewound before it starts; a
-    /// running standby seen diverged is stopped first.
-    pub(super) fn rejoin_needed(&self, pg: &PgState) -> Option<RejoinStep> {
-        self.leader_upstream()?;
-        if !pg.running {
-            let behind = match (pg.timeline, self.leader_timeline()) {
-                (Some(mine), Some(leader)) => mine < leader,
-                _ => false,
-            };
-            return (pg.was_primary && behind).then(|| self.rewind_or_fallback());
-        }
-        (self.diverged_probes >= DIVERGED_PROBES && self.looks_diverged(pg))
-            .then_some(RejoinStep::Stopping)
     }
 
     /// The step after a stopped server: rewind, or what a failed rewind
@@ -110,7 +112,6 @@ impl Ha {
         let Some(pg) = self.fresh_pg().cloned() else {
             return;
         };
-        self.diverged_probes = 0;
         if pg.data_dir == DataDir::Empty {
             self.state = State::Bootstrapping(BootstrapStep::AwaitingLeader);
             return;

@@ -94,48 +94,22 @@ fn rejoin_rules() {
 }
 
 #[test]
-fn a_diverged_standby_is_stopped_rewound_and_restarted() {
+fn a_standby_that_stops_streaming_is_never_stopped_by_the_core() {
+    // This is also what a healthy standby looks like right after its
+    // primary died (no receiver, restartpoint timeline, the dead leader's
+    // key still "running"): stopping and rewinding it would throw away the
+    // copy the failover needs.
     let mut fx = Fx::new(State::Replica, tl2_leader(), pg_standby(Some("b"))).lease();
-    fx.quiet_at(1_000);
-    // It stopped streaming: that is published, nothing more yet.
-    let got = fx.probed(pg_stuck());
-    assert_eq!(got, vec![publish(fx.me())], "one probe is not enough");
-    assert_eq!(fx.me().state, MemberState::Running);
-    fx.quiet_at(2_000);
-    assert_eq!(
-        fx.probed(pg_stuck()),
-        vec![Action::StopPostgres {
-            mode: StopMode::Fast
-        }],
-        "two probes: stop it"
-    );
-    assert_eq!(fx.state(), &State::Rejoining(RejoinStep::Stopping));
-    let stopped = Reply::Stopped {
-        checkpoint_lsn: None,
-    };
-    assert_eq!(
-        fx.done(ActionKind::StopPostgres, stopped),
-        vec![Action::Probe]
-    );
-    assert_eq!(fx.probed(pg_stopped()), vec![rewind_from("b")]);
-    assert_eq!(fx.state(), &State::Rejoining(RejoinStep::Rewinding));
-    assert_eq!(
-        fx.done(ActionKind::Rewind, Reply::Done),
-        vec![Action::Probe]
-    );
-    assert_eq!(fx.state(), &State::Rejoining(RejoinStep::StartingStandby));
-    assert_eq!(fx.probed(pg_stopped()), vec![standby_of(Some("b"))]);
-    assert_eq!(
-        fx.done(ActionKind::StartPostgres, Reply::Done),
-        vec![Action::Probe]
-    );
-    assert_eq!(fx.state(), &State::Replica);
-    let streaming = PgState {
-        timeline: Some(2),
-        ..pg_standby(Some("b"))
-    };
-    assert_eq!(fx.probed(streaming), vec![]);
-    assert_eq!(fx.state(), &State::Replica);
+    for t in 1..=5u64 {
+        fx.quiet_at(t * 1_000);
+        let got = fx.probed(pg_stuck());
+        assert!(
+            got.iter()
+                .all(|a| matches!(a, Action::PublishMember { .. })),
+            "probe {t}: {got:?}"
+        );
+        assert_eq!(fx.state(), &State::Replica);
+    }
 }
 
 #[test]
@@ -158,6 +132,7 @@ fn a_streaming_probe_resets_the_divergence_count() {
 fn a_failed_rewind_moves_the_data_dir_aside_and_reclones() {
     let mut fx = Fx::new(State::Replica, tl2_leader(), pg_old_primary()).lease();
     assert_eq!(fx.tick(0), vec![rewind_from("b")]);
+    fail_rewind_until_the_last_attempt(&mut fx);
     assert_eq!(fx.fail(ActionKind::Rewind), vec![Action::Probe]);
     assert_eq!(fx.state(), &State::Rejoining(RejoinStep::MovingAside));
     assert_eq!(fx.probed(pg_old_primary()), vec![Action::MoveDataDirAside]);
@@ -187,6 +162,7 @@ fn without_reclone_a_failed_rewind_stays_stopped_as_rewind_failed() {
     let mut fx = Fx::new(State::Replica, tl2_leader(), pg_old_primary()).lease();
     fx.ha.node.rejoin.remove_data_directory_on_rewind_failure = false;
     assert_eq!(fx.tick(0), vec![rewind_from("b")]);
+    fail_rewind_until_the_last_attempt(&mut fx);
     let got = fx.fail(ActionKind::Rewind);
     assert_eq!(fx.state(), &State::Rejoining(RejoinStep::Failed));
     assert_eq!(fx.me().state, MemberState::RewindFailed);
@@ -219,4 +195,44 @@ fn the_leader_leaving_mid_rejoin_makes_it_a_replica_again() {
     assert_eq!(fx.me().state, MemberState::Starting);
     assert_eq!(got, vec![standby_of(None), publish(fx.me())]);
     assert_eq!(fx.state(), &State::Replica);
+}
+
+/// Fails pg_rewind REWIND_ATTEMPTS - 1 times: each time the node goes back
+/// to being a replica and, a loop_wait later, tries again.
+fn fail_rewind_until_the_last_attempt(fx: &mut Fx) {
+    for attempt in 1..REWIND_ATTEMPTS {
+        fx.fail(ActionKind::Rewind);
+        assert_eq!(fx.state(), &State::Replica, "attempt {attempt}");
+        fx.quiet_at(u64::from(attempt) * 1_000);
+        let got = fx.probed(pg_old_primary());
+        assert!(
+            got.contains(&rewind_from("b")),
+            "attempt {attempt}: {got:?}"
+        );
+        assert_eq!(fx.state(), &State::Rejoining(RejoinStep::Rewinding));
+    }
+}
+
+#[test]
+fn a_failing_rewind_against_a_dead_leader_never_moves_the_data_aside() {
+    // The leader died holding the key: every rewind fails until its lease
+    // expires and another node leads; the count starts again for it.
+    let mut fx = Fx::new(State::Replica, tl2_leader(), pg_old_primary()).lease();
+    assert_eq!(fx.tick(0), vec![rewind_from("b")]);
+    for _ in 1..REWIND_ATTEMPTS {
+        fx.fail(ActionKind::Rewind);
+    }
+    assert_eq!(fx.state(), &State::Replica);
+    fx.view(
+        view()
+            .revision(40)
+            .leader("c", 9)
+            .primary("c")
+            .with("c", |m| m.timeline = Some(2)),
+    );
+    fx.quiet_at(60_000);
+    let got = fx.probed(pg_old_primary());
+    assert!(got.contains(&rewind_from("c")), "{got:?}");
+    fx.fail(ActionKind::Rewind);
+    assert_eq!(fx.state(), &State::Replica, "a new leader, a new count");
 }
