@@ -442,3 +442,61 @@ fn a_killed_primary_rejoins_on_the_new_timeline_by_itself() {
     }
     tracing::info!(rewound, "phase: the old primary replays the new timeline");
 }
+
+/// Regression: a standby that had just rejoined after a SIGTERM handover
+/// lost its primary to kill -9. Its missing WAL receiver made it look
+/// "diverged", and it once stopped itself and moved its data aside instead
+/// of being promoted. It must be promoted, and writes must resume.
+#[test]
+fn a_hard_kill_right_after_a_handover_still_fails_over() {
+    init_tracing();
+    if !can_run() {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut c = ProcCluster::from_example("two-plus-witness");
+    c.start_all();
+    let (first, hosts) = c.wait_streaming(2, Duration::from_secs(90));
+    tracing::info!(
+        first,
+        "phase: SIGTERM handover, then the old primary comes back"
+    );
+    let first_file = c.file_of(&first);
+    c.sigterm(&first_file);
+    c.start(&first_file);
+    let (second, _) = c.wait_streaming(2, Duration::from_secs(60));
+    assert_ne!(first, second);
+    std::thread::sleep(Duration::from_millis(1500));
+    let writes = writeloop::WriteLoop::start(
+        writeloop::dsn(
+            &hosts.values().cloned().collect::<Vec<_>>(),
+            SUPERUSER_PASSWORD,
+        ),
+        Duration::from_millis(10),
+        100_000,
+        Duration::from_secs(120),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    tracing::info!(second, "phase: kill -9 the new primary's pgkeel");
+    c.kill9(&c.file_of(&second));
+    let acked = writes.stats().acked.len();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while writes.stats().acked.len() < acked + 50 {
+        assert!(
+            Instant::now() < deadline,
+            "no failover after the kill\n{}",
+            c.logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let stats = writes.finish();
+    let list = c.list(&first_file).expect("list");
+    assert_eq!(list["leader"], first.as_str(), "{list}");
+    let log = std::fs::read_to_string(&c.nodes[&first_file].log).unwrap_or_default();
+    assert!(
+        !log.contains("data directory moved aside"),
+        "the survivor moved its data aside\n{}",
+        c.logs()
+    );
+    tracing::info!(longest_gap = ?stats.longest_gap, "phase: promoted; writes resumed");
+}
