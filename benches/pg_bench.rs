@@ -84,10 +84,8 @@ fn main() {
         std::thread::sleep(Duration::from_secs(1));
         let file = c.file_of(&leader);
         c.sigterm(&file);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let acked = writes.stats().acked.len();
-        while writes.stats().acked.len() < acked + 100 && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
+        if !writes.wait_for_more(100, Duration::from_secs(60)) {
+            println!("handover {round}: writes did not resume within 60 s");
         }
         let stats = writes.finish();
         c.start(&file);
@@ -124,10 +122,8 @@ fn main() {
         let file = c.file_of(&leader);
         let killed = Instant::now();
         c.kill9(&file);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let acked = writes.stats().acked.len();
-        while writes.stats().acked.len() < acked + 100 && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
+        if !writes.wait_for_more(100, Duration::from_secs(60)) {
+            println!("hard kill {round}: writes did not resume within 60 s");
         }
         let stats = writes.finish();
         let restarted = Instant::now();

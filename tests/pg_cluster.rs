@@ -186,16 +186,11 @@ fn bootstrap_replicate_restart_handover(example: &str, data_members: usize, reve
         );
         std::thread::sleep(Duration::from_millis(50));
     };
-    let acked_before = writes.stats().acked.len();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while writes.stats().acked.len() < acked_before + 50 {
-        assert!(
-            Instant::now() < deadline,
-            "writes did not resume on {new_leader}\n{}",
-            c.logs()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    assert!(
+        writes.wait_for_more(50, Duration::from_secs(30)),
+        "writes did not resume on {new_leader}\n{}",
+        c.logs()
+    );
     let stats = writes.finish();
     tracing::info!(
         new_leader,
@@ -310,16 +305,11 @@ fn kill_9_of_the_primary_agent_fails_over_and_its_postgres_dies_with_it() {
         std::thread::sleep(Duration::from_millis(20));
     }
     tracing::info!(after = ?killed.elapsed(), "phase: the orphaned postmaster is gone");
-    let acked = writes.stats().acked.len();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while writes.stats().acked.len() < acked + 50 {
-        assert!(
-            Instant::now() < deadline,
-            "writes did not resume after the failover\n{}",
-            c.logs()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    assert!(
+        writes.wait_for_more(50, Duration::from_secs(30)),
+        "writes did not resume after the failover\n{}",
+        c.logs()
+    );
     let stats = writes.finish();
     let survivor = hosts.keys().find(|n| **n != leader).unwrap().clone();
     let list = c.list(&c.file_of(&survivor)).expect("list");
@@ -479,16 +469,11 @@ fn a_hard_kill_right_after_a_handover_still_fails_over() {
     std::thread::sleep(Duration::from_millis(500));
     tracing::info!(second, "phase: kill -9 the new primary's pgkeel");
     c.kill9(&c.file_of(&second));
-    let acked = writes.stats().acked.len();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while writes.stats().acked.len() < acked + 50 {
-        assert!(
-            Instant::now() < deadline,
-            "no failover after the kill\n{}",
-            c.logs()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    assert!(
+        writes.wait_for_more(50, Duration::from_secs(30)),
+        "no failover after the kill\n{}",
+        c.logs()
+    );
     let stats = writes.finish();
     let list = c.list(&first_file).expect("list");
     assert_eq!(list["leader"], first.as_str(), "{list}");

@@ -102,6 +102,20 @@ impl WriteLoop {
         }
     }
 
+    /// Waits until `n` more writes than now are acknowledged; false when
+    /// that has not happened within `within`.
+    pub fn wait_for_more(&self, n: usize, within: Duration) -> bool {
+        let target = self.stats().acked.len() + n;
+        let deadline = Instant::now() + within;
+        while self.stats().acked.len() < target {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        true
+    }
+
     pub fn stats(&self) -> WriteStats {
         self.stats.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
