@@ -282,6 +282,33 @@ fn next_wakeup_is_the_earliest_deadline() {
 }
 
 #[test]
+fn a_crashed_primary_wakes_the_driver_at_its_start_timeout() {
+    let mut v = view().leader("a", L).primary("a");
+    v.0.config.primary_start_timeout = Duration::from_millis(2_000);
+    let mut fx = Fx::new(State::Primary(PrimaryState::default()), v, pg_primary())
+        .lease()
+        .leader();
+    fx.ha.last_keepalive = Some(at(3_500));
+    fx.ha.last_probe = Some(at(3_500));
+    fx.ha.published = None;
+    fx.ha.status_published = None;
+    let revision = fx.ha.leader_revision.unwrap_or(0);
+    fx.ha.primary_down = Some(crate::ha::primary::ServerDown {
+        revision,
+        since: at(1_000),
+        giving_up: false,
+    });
+    // Down since 1000 with a 2 s timeout: the driver must tick at 3000,
+    // before the lease deadline (VALID_MS) and the next keepalive.
+    assert_eq!(fx.ha.next_wakeup(at(1_500)), Some(at(3_000)));
+    // Once it gives up, the fence's answer is the next event.
+    if let Some(d) = fx.ha.primary_down.as_mut() {
+        d.giving_up = true;
+    }
+    assert_eq!(fx.ha.next_wakeup(at(1_500)), Some(at(VALID_MS)));
+}
+
+#[test]
 fn slot_names_are_sanitized() {
     let cases = [
         ("a", "a"),
