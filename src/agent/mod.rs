@@ -14,7 +14,6 @@
 //! `Fence` aborts whichever is running and stops the server at once.
 
 pub mod actions;
-pub mod lease;
 pub mod view;
 
 use std::collections::BTreeMap;
