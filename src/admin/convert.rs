@@ -58,11 +58,7 @@ pub fn members(
             };
             pb::MemberStatus {
                 name: r.name.clone(),
-                host: r
-                    .conn_url
-                    .trim_start_matches("postgres://")
-                    .trim_end_matches('/')
-                    .to_string(),
+                host: r.pg_address().to_string(),
                 role: if is_leader {
                     "leader".into()
                 } else {

@@ -80,11 +80,7 @@ fn member_info(r: &MemberRecord) -> MemberInfo {
         role: role_from(&r.role),
         state: state_from(&r.state),
         api_url: r.api_url.clone().unwrap_or_default(),
-        pg_address: r
-            .conn_url
-            .trim_start_matches("postgres://")
-            .trim_end_matches('/')
-            .to_string(),
+        pg_address: r.pg_address().to_string(),
         wal_lsn: r.xlog_location.map(Lsn),
         received_lsn: r.received_location.map(Lsn),
         replayed_lsn: r.replayed_location.map(Lsn),

@@ -55,6 +55,15 @@ pub struct MemberRecord {
     pub tags: BTreeMap<String, serde_json::Value>,
 }
 
+impl MemberRecord {
+    /// `host:port` of the member's PostgreSQL, from `conn_url`.
+    pub fn pg_address(&self) -> &str {
+        self.conn_url
+            .trim_start_matches("postgres://")
+            .trim_end_matches('/')
+    }
+}
+
 /// The value of [`STATUS`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -101,6 +110,11 @@ mod tests {
         };
         let back: MemberRecord = decode("members/node1", &encode(&m)).unwrap();
         assert_eq!(back, m);
+        let with_url = MemberRecord {
+            conn_url: "postgres://127.0.0.1:5433/".into(),
+            ..m
+        };
+        assert_eq!(with_url.pg_address(), "127.0.0.1:5433");
         let newer = r#"{"name":"n","role":"primary","added_later":[1,2]}"#;
         let r: MemberRecord = decode("members/n", newer).unwrap();
         assert_eq!(r.role, "primary");
