@@ -92,7 +92,6 @@ impl Admin for AdminService {
             leader_id: m.current_leader.unwrap_or(0),
             leader_name,
             term: m.current_term,
-            commit_index: self.store.state_machine().last_applied_index().unwrap_or(0),
             last_applied: m.last_applied.map(|l| l.index).unwrap_or(0),
             last_log_index: m.last_log_index.unwrap_or(0),
             state: state_name(m.state).to_string(),

@@ -82,12 +82,6 @@ impl SmHandle {
         f(&guard.state)
     }
 
-    /// The last applied log index, if any.
-    pub fn last_applied_index(&self) -> Option<u64> {
-        let guard = self.applied.read().unwrap_or_else(lock_poisoned);
-        guard.last_applied.map(|l| l.index)
-    }
-
     /// The keys under `prefix` now, and a channel with every later change to them.
     pub fn watch(&self, prefix: &str) -> (u64, Vec<KeyValue>, mpsc::UnboundedReceiver<WatchEvent>) {
         let guard = self.applied.read().unwrap_or_else(lock_poisoned);

@@ -40,7 +40,6 @@ pub fn raft_status(r: &pb::RaftStatusReply, format: Format) -> String {
             "asked": {"id": r.node_id, "name": r.node_name, "state": r.state},
             "leader": leader.map(|id| json!({"id": id, "name": r.leader_name})),
             "term": r.term,
-            "commit_index": r.commit_index,
             "last_applied": r.last_applied,
             "last_log_index": r.last_log_index,
             "store_revision": r.store_revision,
