@@ -42,6 +42,29 @@ fn can_run() -> bool {
     true
 }
 
+/// Prepares a real-PostgreSQL test: tracing, the root check (None after a
+/// loud SKIPPED line), and the lock that runs one cluster at a time.
+fn exclusive() -> Option<std::sync::MutexGuard<'static, ()>> {
+    init_tracing();
+    if !can_run() {
+        return None;
+    }
+    Some(SERIAL.lock().unwrap_or_else(|e| e.into_inner()))
+}
+
+/// The 2 data nodes + witness example, started and streaming: the cluster,
+/// the leader's member name, and every data member's PostgreSQL host:port.
+fn two_plus_witness_streaming() -> (
+    ProcCluster,
+    String,
+    std::collections::BTreeMap<String, String>,
+) {
+    let mut c = ProcCluster::from_example("two-plus-witness");
+    c.start_all();
+    let (leader, hosts) = c.wait_streaming(2, Duration::from_secs(90));
+    (c, leader, hosts)
+}
+
 fn sql(rt: &tokio::runtime::Runtime, host: &str, query: &str) -> Result<Vec<i64>, String> {
     let (h, p) = host.rsplit_once(':').ok_or("bad host")?;
     let conn = format!("host={h} port={p} user=postgres password={SUPERUSER_PASSWORD} dbname=postgres connect_timeout=3");
@@ -89,11 +112,9 @@ fn clones(c: &ProcCluster, file: &str) -> usize {
 }
 
 fn bootstrap_replicate_restart_handover(example: &str, data_members: usize, reverse_start: bool) {
-    init_tracing();
-    if !can_run() {
+    let Some(_serial) = exclusive() else {
         return;
-    }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -230,15 +251,11 @@ fn three_data_nodes_with_postgresql() {
 
 #[test]
 fn a_data_dir_owned_by_another_user_is_refused_with_one_sentence() {
-    init_tracing();
-    if !can_run() {
+    let Some(_serial) = exclusive() else {
         return;
-    }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    };
     let mut c = ProcCluster::from_example("two-plus-witness");
-    let text = std::fs::read_to_string(&c.nodes["node1"].config).unwrap();
-    let yaml: serde_norway::Value = serde_norway::from_str(&text).unwrap();
-    let pgdata = std::path::PathBuf::from(yaml["postgresql"]["data_dir"].as_str().unwrap());
+    let pgdata = c.pg_data_dir("node1");
     // Root-owned, not postgres-owned: somebody else's directory.
     std::fs::create_dir_all(&pgdata).unwrap();
     c.start("node1");
@@ -265,19 +282,12 @@ fn a_data_dir_owned_by_another_user_is_refused_with_one_sentence() {
 /// (Rejoining the killed node is the next test.)
 #[test]
 fn kill_9_of_the_primary_agent_fails_over_and_its_postgres_dies_with_it() {
-    init_tracing();
-    if !can_run() {
+    let Some(_serial) = exclusive() else {
         return;
-    }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let mut c = ProcCluster::from_example("two-plus-witness");
-    c.start_all();
-    let (leader, hosts) = c.wait_streaming(2, Duration::from_secs(90));
+    };
+    let (mut c, leader, hosts) = two_plus_witness_streaming();
     let leader_file = c.file_of(&leader);
-    let text = std::fs::read_to_string(&c.nodes[&leader_file].config).unwrap();
-    let yaml: serde_norway::Value = serde_norway::from_str(&text).unwrap();
-    let pid_file = std::path::Path::new(yaml["postgresql"]["data_dir"].as_str().unwrap())
-        .join("postmaster.pid");
+    let pid_file = c.pg_data_dir(&leader_file).join("postmaster.pid");
     let postmaster: i32 = std::fs::read_to_string(&pid_file)
         .unwrap()
         .lines()
@@ -335,18 +345,14 @@ fn kill_9_of_the_primary_agent_fails_over_and_its_postgres_dies_with_it() {
 /// test does not count them.)
 #[test]
 fn a_killed_primary_rejoins_on_the_new_timeline_by_itself() {
-    init_tracing();
-    if !can_run() {
+    let Some(_serial) = exclusive() else {
         return;
-    }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let mut c = ProcCluster::from_example("two-plus-witness");
-    c.start_all();
-    let (leader, hosts) = c.wait_streaming(2, Duration::from_secs(90));
+    let (mut c, leader, hosts) = two_plus_witness_streaming();
     let leader_file = c.file_of(&leader);
     let survivor = hosts.keys().find(|n| **n != leader).unwrap().clone();
     sql(&rt, &hosts[&leader], "create table t(x int)").unwrap();
@@ -439,14 +445,10 @@ fn a_killed_primary_rejoins_on_the_new_timeline_by_itself() {
 /// of being promoted. It must be promoted, and writes must resume.
 #[test]
 fn a_hard_kill_right_after_a_handover_still_fails_over() {
-    init_tracing();
-    if !can_run() {
+    let Some(_serial) = exclusive() else {
         return;
-    }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let mut c = ProcCluster::from_example("two-plus-witness");
-    c.start_all();
-    let (first, hosts) = c.wait_streaming(2, Duration::from_secs(90));
+    };
+    let (mut c, first, hosts) = two_plus_witness_streaming();
     tracing::info!(
         first,
         "phase: SIGTERM handover, then the old primary comes back"

@@ -250,6 +250,17 @@ impl ProcCluster {
             .unwrap_or_else(|| member.to_string())
     }
 
+    /// The `postgresql.data_dir` in the node's (rewritten) config file.
+    pub fn pg_data_dir(&self, file: &str) -> PathBuf {
+        let text = std::fs::read_to_string(&self.nodes[file].config).expect("read config");
+        let yaml: serde_norway::Value = serde_norway::from_str(&text).expect("config parses");
+        PathBuf::from(
+            yaml["postgresql"]["data_dir"]
+                .as_str()
+                .expect("postgresql.data_dir"),
+        )
+    }
+
     /// The PID of a running node.
     pub fn pid(&self, name: &str) -> Option<u32> {
         self.nodes[name].child.as_ref().map(Child::id)
