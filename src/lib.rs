@@ -18,6 +18,8 @@
 //! - [`node`]: wiring: opens storage, starts Raft, bootstraps the cluster,
 //!   serves gRPC; used by both `pgkeel` and `pgkeel-witness`.
 //! - [`config`]: the YAML file of one node, validated on load.
+//! - [`fence`] (data nodes only): the fencing thread and the watchdog,
+//!   which stop a primary whose lease ran out even when the runtime stalls.
 //! - [`clock`]: `CLOCK_BOOTTIME`, the lease holder's clock.
 
 pub mod admin;
@@ -28,6 +30,8 @@ pub mod config;
 pub mod consensus;
 pub mod ctl;
 pub mod entry;
+#[cfg(feature = "data-node")]
+pub mod fence;
 #[cfg(feature = "data-node")]
 pub mod ha;
 pub mod node;

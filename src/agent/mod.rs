@@ -23,10 +23,11 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::clock::{BootClock, Clock};
+use crate::clock::{BootClock, BootInstant, Clock};
 use crate::config::{Authentication, DcsConfig, InitdbOption};
 use crate::consensus::kv::WatchEvent;
 use crate::consensus::types::KeyValue;
+use crate::fence::{Fencer, Watchdog, WatchdogSettings};
 use crate::ha::{Action, ActionDone, ActionKind};
 use crate::ha::{Event, Ha, NodeInfo};
 use crate::ha::{HaConfig, MemberTags};
@@ -56,6 +57,8 @@ pub struct AgentSpec {
     /// `postgresql.use_pg_rewind` and
     /// `postgresql.remove_data_directory_on_rewind_failure`.
     pub rejoin: crate::ha::RejoinPolicy,
+    /// `watchdog:`; `None` when off.
+    pub watchdog: Option<WatchdogSettings>,
 }
 
 /// Runs the HA loop until the core says to exit. Returns the core's error,
@@ -74,6 +77,17 @@ pub async fn run<P: Postgres + 'static>(
         tags: spec.tags,
         rejoin: spec.rejoin,
     });
+    // The fencing thread: stops a primary whose lease ran out even when
+    // this runtime is stalled (see `crate::fence`).
+    let fencer = match Fencer::spawn(
+        Arc::new(clock),
+        pg.fence_fn(),
+        spec.watchdog.clone().and_then(Watchdog::new),
+    ) {
+        Ok(f) => f,
+        Err(e) => return Some(format!("cannot start the fencing thread: {e}")),
+    };
+    let mut refused: Option<String> = None;
     let mut spec = Arc::new(spec);
     let configured = Arc::new(Mutex::new(Configured::default()));
     let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
@@ -96,13 +110,26 @@ pub async fn run<P: Postgres + 'static>(
     ))];
     loop {
         for event in pending.drain(..) {
-            let actions = ha.handle(clock.now(), event);
+            let now = clock.now();
+            let actions = ha.handle(now, event);
+            let held = sync_fencer(&fencer, &ha, now);
             for action in actions {
                 if let Action::Exit { error } = action {
                     if let Some((_, t)) = pg_task.take() {
                         t.abort();
                     }
                     return error;
+                }
+                if let Some(e) = refuse(&fencer, &held, &action) {
+                    if refused.as_ref() != Some(&e) {
+                        tracing::warn!("{e}");
+                        refused = Some(e.clone());
+                    }
+                    let _ = tx.send(Event::ActionDone(ActionDone {
+                        kind: action.kind(),
+                        result: Err(e),
+                    }));
+                    continue;
                 }
                 dispatch(&store, &pg, &spec, &configured, &tx, &mut pg_task, action);
             }
@@ -145,6 +172,38 @@ pub async fn run<P: Postgres + 'static>(
                 }
             }
         }
+    }
+}
+
+/// Tells the fencing thread until when PostgreSQL may accept writes: the
+/// leader lease's `valid_until` while the core holds the key, nothing
+/// otherwise. `Err` when a required watchdog could not be armed (the thread
+/// then fences at once).
+fn sync_fencer(fencer: &Fencer, ha: &Ha, now: BootInstant) -> Result<(), String> {
+    match ha.lease().and_then(|l| l.valid_until) {
+        Some(valid_until) if ha.holds_leader(now) => fencer.hold(valid_until),
+        _ => {
+            fencer.release();
+            Ok(())
+        }
+    }
+}
+
+/// Why `action` must not run now, if it must not: racing for the leader
+/// key needs a working watchdog when it is required, and making PostgreSQL
+/// writable needs the lease to be armed on the fencing thread.
+fn refuse(fencer: &Fencer, held: &Result<(), String>, action: &Action) -> Option<String> {
+    use crate::ha::StartAs;
+    match action {
+        Action::AcquireLeader { .. } => fencer
+            .check_watchdog()
+            .err()
+            .map(|e| format!("not racing for the leader key: {e}")),
+        Action::Promote | Action::StartPostgres(StartAs::Primary) => held
+            .as_ref()
+            .err()
+            .map(|e| format!("not making PostgreSQL writable: {e}")),
+        _ => None,
     }
 }
 

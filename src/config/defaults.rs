@@ -96,6 +96,16 @@ pub(crate) fn remove_data_directory_on_rewind_failure() -> bool {
 pub(crate) fn use_pg_rewind() -> bool {
     USE_PG_REWIND
 }
+/// `watchdog.reset_time`.
+pub const WATCHDOG_RESET_TIME: Duration = Duration::from_secs(1);
+
+/// The largest `watchdog.reset_time` accepted.
+pub const MAX_WATCHDOG_RESET_TIME: Duration = Duration::from_secs(10);
+
+pub(crate) fn watchdog_reset_time() -> Duration {
+    WATCHDOG_RESET_TIME
+}
+
 pub(crate) fn watchdog_device() -> PathBuf {
     PathBuf::from(WATCHDOG_DEVICE)
 }

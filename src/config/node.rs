@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::de::{self, Deserializer, IgnoredAny, Visitor};
 use serde::Deserialize;
@@ -182,6 +183,13 @@ pub struct WatchdogConfig {
     /// The watchdog device.
     #[serde(default = "defaults::watchdog_device")]
     pub device: PathBuf,
+    /// How long the hardware takes from its timeout to the reset; every
+    /// kick sets the timeout to what is left of the lease minus this.
+    #[serde(
+        default = "defaults::watchdog_reset_time",
+        deserialize_with = "super::duration::deserialize"
+    )]
+    pub reset_time: Duration,
     /// Accepted only to be refused with a pointer to `bootstrap.dcs`:
     /// Patroni has a `watchdog.safety_margin`, pgkeel's is a lease setting.
     #[serde(default)]
@@ -192,6 +200,15 @@ impl WatchdogConfig {
     pub(crate) fn check(&self, p: &mut Problems) {
         if self.safety_margin.is_some() {
             p.add("watchdog.safety_margin", "safety_margin is a lease setting, not a watchdog one — move it to bootstrap.dcs.safety_margin");
+        }
+        if self.reset_time > defaults::MAX_WATCHDOG_RESET_TIME {
+            p.add(
+                "watchdog.reset_time",
+                format!(
+                    "{} leaves no room for a watchdog timeout inside the lease — a watchdog resets within a second or two; lower it",
+                    super::duration::format(self.reset_time)
+                ),
+            );
         }
         if self.mode != WatchdogMode::Off && self.device.as_os_str().is_empty() {
             p.add(

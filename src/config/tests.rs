@@ -132,6 +132,7 @@ fn bad_cases() -> Vec<(&'static str, NodeKind, String, &'static str, &'static st
         ("heartbeat too slow", Data, edit(DATA, "  node_id: 1\n", "  node_id: 1\n  heartbeat_interval: 300ms\n"), "raft.heartbeat_interval", "lower it below 250ms"),
         ("request timeout too short", Data, edit(DATA, "  node_id: 1\n", "  node_id: 1\n  request_timeout: 500ms\n"), "raft.request_timeout", "raise it to at least 1s"),
         ("snapshot_every 0", Data, edit(DATA, "  node_id: 1\n", "  node_id: 1\n  snapshot_every: 0\n"), "raft.snapshot_every", "e.g. 10000"),
+        ("watchdog reset_time", Data, format!("{DATA}watchdog: {{ mode: automatic, reset_time: 30s }}\n"), "watchdog.reset_time", "lower it"),
         ("watchdog safety_margin", Data, format!("{DATA}watchdog: {{ mode: off, safety_margin: 5 }}\n"), "watchdog.safety_margin", "move it to bootstrap.dcs.safety_margin"),
         ("initdb with dashes", Data, edit(DATA, dcs, "  dcs:\n    ttl: 5s\n  initdb: [ --data-checksums ]\n"), "bootstrap.initdb[0]", "without the leading dashes"),
         ("tag of the wrong type", Data, format!("{DATA}tags: {{ nofailover: yes }}\n"), "tags.nofailover", "write true or false"),

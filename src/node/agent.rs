@@ -57,6 +57,15 @@ pub fn spec(config: &Config) -> anyhow::Result<(AgentSpec, crate::config::Postgr
             use_pg_rewind: pg.use_pg_rewind,
             remove_data_directory_on_rewind_failure: pg.remove_data_directory_on_rewind_failure,
         },
+        watchdog: config
+            .watchdog
+            .as_ref()
+            .filter(|w| w.mode != crate::config::WatchdogMode::Off)
+            .map(|w| crate::fence::WatchdogSettings {
+                mode: w.mode,
+                device: w.device.clone(),
+                reset_time: w.reset_time,
+            }),
     };
     Ok((spec, pg))
 }

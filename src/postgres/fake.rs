@@ -462,6 +462,17 @@ impl Postgres for FakePostgres {
         }))
     }
 
+    fn fence_fn(&self) -> crate::fence::FenceFn {
+        let state = self.state.clone();
+        Box::new(move || {
+            let mut st = lock(&state);
+            st.pid = None;
+            st.upstream = None;
+            st.streaming = false;
+            Ok(())
+        })
+    }
+
     async fn postmaster_pid(&self) -> Result<Option<u32>, PgError> {
         Ok(self.op("postmaster_pid")?.pid)
     }

@@ -55,6 +55,7 @@ pub use error::PgError;
 pub use fake::{FakePostgres, FakeState};
 pub use fake_net::FakeNet;
 pub use lsn::{format_lsn, parse_lsn};
+pub use postmaster::fence_blocking;
 pub use real::RealPostgres;
 pub use setup::{find_bin_dir, server_major, MIN_MAJOR};
 pub use types::{
@@ -130,6 +131,11 @@ pub trait Postgres: Send + Sync {
     /// What the server is doing now. Never fails because the server is down:
     /// that is [`PgState::Stopped`].
     fn probe(&self) -> impl Future<Output = Result<PgState, PgError>> + Send;
+
+    /// A blocking function that stops this data directory's postmaster in
+    /// immediate mode by PID, for the fencing thread ([`crate::fence`]): it
+    /// must work while the async runtime is stalled.
+    fn fence_fn(&self) -> crate::fence::FenceFn;
 
     /// The postmaster's PID when one is alive for this data directory.
     fn postmaster_pid(&self) -> impl Future<Output = Result<Option<u32>, PgError>> + Send;

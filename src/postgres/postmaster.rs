@@ -72,6 +72,54 @@ fn parse_pid_file(text: &str) -> Option<PidFile> {
     })
 }
 
+/// The PID of the live postmaster of `data_dir`: `postmaster.pid` names
+/// it, it was started for this directory, and the process is a postgres.
+pub(crate) fn verified_pid(data_dir: &Path) -> Result<Option<u32>, PgError> {
+    let Some(file) = read_pid_file(data_dir)? else {
+        return Ok(None);
+    };
+    let same_dir = file.data_dir == data_dir
+        || std::fs::canonicalize(&file.data_dir).ok() == std::fs::canonicalize(data_dir).ok();
+    let is_postgres = std::fs::read(format!("/proc/{}/cmdline", file.pid))
+        .map(|c| String::from_utf8_lossy(&c).contains("postgres"))
+        .unwrap_or(true);
+    Ok((same_dir && is_postgres && alive(file.pid)).then_some(file.pid))
+}
+
+/// Fences the postmaster of `data_dir` from a plain thread (the fencing
+/// thread, see [`crate::fence`]): SIGQUIT (immediate shutdown: the
+/// postmaster SIGQUITs every backend), SIGKILL after `limit`. No async
+/// runtime involved. A directory with no live postmaster is already fenced.
+pub fn fence_blocking(data_dir: &Path, limit: Duration) -> Result<(), String> {
+    let pid = match verified_pid(data_dir) {
+        Ok(Some(pid)) => pid,
+        Ok(None) => return Ok(()),
+        Err(e) => return Err(e.to_string()),
+    };
+    signal(pid, libc::SIGQUIT).map_err(|e| e.to_string())?;
+    let gone = |until: std::time::Instant| {
+        while std::time::Instant::now() < until {
+            if !alive(pid) {
+                return true;
+            }
+            std::thread::sleep(POLL.min(Duration::from_millis(10)));
+        }
+        !alive(pid)
+    };
+    if gone(std::time::Instant::now() + limit) {
+        return Ok(());
+    }
+    tracing::error!(pid, "PostgreSQL ignored an immediate shutdown; killing it");
+    signal(pid, libc::SIGKILL).map_err(|e| e.to_string())?;
+    if gone(std::time::Instant::now() + Duration::from_secs(5)) {
+        Ok(())
+    } else {
+        Err(format!(
+            "the postmaster (PID {pid}) did not exit after SIGKILL"
+        ))
+    }
+}
+
 /// True when `pid` names a live process (not a zombie).
 pub(crate) fn alive(pid: u32) -> bool {
     let Ok(raw) = libc::pid_t::try_from(pid) else {

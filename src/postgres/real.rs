@@ -239,16 +239,7 @@ impl RealPostgres {
                 st.postmaster = None;
             }
         }
-        let Some(file) = postmaster::read_pid_file(&self.config.data_dir)? else {
-            return Ok(None);
-        };
-        let same_dir = file.data_dir == self.config.data_dir
-            || std::fs::canonicalize(&file.data_dir).ok()
-                == std::fs::canonicalize(&self.config.data_dir).ok();
-        let is_postgres = std::fs::read(format!("/proc/{}/cmdline", file.pid))
-            .map(|c| String::from_utf8_lossy(&c).contains("postgres"))
-            .unwrap_or(true);
-        Ok((same_dir && is_postgres && postmaster::alive(file.pid)).then_some(file.pid))
+        postmaster::verified_pid(&self.config.data_dir)
     }
 }
 

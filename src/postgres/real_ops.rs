@@ -31,6 +31,10 @@ impl RealPostgres {
     }
 }
 
+/// How long the fencing thread waits for an immediate shutdown before it
+/// kills the postmaster.
+const FENCE_SIGKILL_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl Postgres for RealPostgres {
     async fn is_initialized(&self) -> Result<bool, PgError> {
         Ok(self.pg_version_file().exists())
@@ -269,6 +273,11 @@ impl Postgres for RealPostgres {
                 })
             }
         }
+    }
+
+    fn fence_fn(&self) -> crate::fence::FenceFn {
+        let data_dir = self.config.data_dir.clone();
+        Box::new(move || super::fence_blocking(&data_dir, FENCE_SIGKILL_AFTER))
     }
 
     async fn postmaster_pid(&self) -> Result<Option<u32>, PgError> {
