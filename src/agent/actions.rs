@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::consensus::peer::StoreError;
+use crate::consensus::peer::{MemberPosition, StoreError};
 use crate::consensus::types::Expect;
 use crate::ha::Event;
 use crate::ha::{self as hv, DataDir, Lsn, Upstream};
@@ -297,6 +297,17 @@ pub async fn run_pg<P: Postgres>(
             }
             .await
         }
+        Action::StopReceiving { slot } => {
+            async {
+                pg.configure_as_standby("", Some(&slot))
+                    .await
+                    .map_err(pg_err)?;
+                set_following(true, None);
+                pg.reload().await.map_err(pg_err)?;
+                Ok(Reply::Done)
+            }
+            .await
+        }
         Action::CreateSlot { name } => pg
             .create_slot(&name)
             .await
@@ -331,6 +342,64 @@ pub async fn run_pg<P: Postgres>(
         other => Err(format!("{other:?} is not a PostgreSQL action")),
     };
     done(kind, result)
+}
+
+/// Asks every member in `members` its position at once; the event lists
+/// those that answered.
+pub async fn query_positions(store: &Store, members: Vec<String>, timeout: Duration) -> Event {
+    let asks = members.into_iter().map(|name| async move {
+        let answer = store.ask_position(&name, timeout).await;
+        (name, answer)
+    });
+    let mut answers = std::collections::BTreeMap::new();
+    for (name, answer) in futures::future::join_all(asks).await {
+        match answer {
+            Ok(p) => {
+                answers.insert(
+                    name,
+                    hv::PolledPosition {
+                        running: p.running,
+                        in_recovery: p.in_recovery,
+                        received_lsn: p.received_lsn.map(Lsn),
+                        replayed_lsn: p.replayed_lsn.map(Lsn),
+                    },
+                );
+            }
+            Err(e) => tracing::info!("not counting {name} as a failover contender: {e}"),
+        }
+    }
+    tracing::info!(?answers, "members' positions at the vacancy");
+    Event::PositionsPolled(answers)
+}
+
+/// This node's PostgreSQL position, looked up now for a candidate's
+/// question ([`crate::consensus::peer::PeerRpc::Position`]).
+pub async fn own_position<P: Postgres>(name: &str, pg: &P) -> Result<MemberPosition, String> {
+    let state = pg.probe().await.map_err(pg_err)?;
+    let mut out = MemberPosition {
+        name: name.to_string(),
+        running: state.pid().is_some(),
+        ..Default::default()
+    };
+    if let Some(r) = state.running() {
+        out.timeline = Some(r.timeline);
+        match r.role {
+            pg::ServerRole::Primary { current_lsn } => {
+                out.in_recovery = Some(false);
+                out.wal_lsn = Some(current_lsn);
+            }
+            pg::ServerRole::Standby {
+                received_lsn,
+                replayed_lsn,
+                ..
+            } => {
+                out.in_recovery = Some(true);
+                out.received_lsn = received_lsn;
+                out.replayed_lsn = replayed_lsn;
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// What the core needs to know about the local server.

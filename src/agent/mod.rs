@@ -26,6 +26,7 @@ use tokio::task::JoinHandle;
 use crate::clock::{BootClock, BootInstant, Clock};
 use crate::config::{Authentication, DcsConfig, InitdbOption};
 use crate::consensus::kv::WatchEvent;
+use crate::consensus::peer::{BoxFuture, MemberPosition, PositionSource};
 use crate::consensus::types::KeyValue;
 use crate::fence::{Fencer, Watchdog, WatchdogSettings};
 use crate::ha::{Action, ActionDone, ActionKind};
@@ -59,6 +60,20 @@ pub struct AgentSpec {
     pub rejoin: crate::ha::RejoinPolicy,
     /// `watchdog:`; `None` when off.
     pub watchdog: Option<WatchdogSettings>,
+}
+
+/// Answers other members' position questions from this node's
+/// PostgreSQL ([`crate::consensus::peer::PeerRpc::Position`]).
+pub struct PositionAnswerer<P> {
+    pub name: String,
+    pub pg: Arc<P>,
+}
+
+impl<P: Postgres + 'static> PositionSource for PositionAnswerer<P> {
+    fn position(&self) -> BoxFuture<Result<MemberPosition, String>> {
+        let (name, pg) = (self.name.clone(), self.pg.clone());
+        Box::pin(async move { actions::own_position(&name, pg.as_ref()).await })
+    }
 }
 
 /// Runs the HA loop until the core says to exit. Returns the core's error,
@@ -295,6 +310,13 @@ fn dispatch<P: Postgres + 'static>(
 ) {
     tracing::debug!(?action, "action");
     let tx = tx.clone();
+    if let Action::QueryPositions { members, timeout } = action {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let _ = tx.send(actions::query_positions(&store, members, timeout).await);
+        });
+        return;
+    }
     if is_store_action(&action) {
         let (store, spec) = (store.clone(), spec.clone());
         tokio::spawn(async move {

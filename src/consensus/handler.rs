@@ -1,13 +1,13 @@
 //! The receiving side of peer calls: hands Raft RPCs to openraft, answers
 //! the bootstrap probe, and passes forwarded store requests to the store.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use openraft::ServerState;
 
 use super::peer::{
-    BoxFuture, HelloInfo, PeerHandler, PeerIdentity, PeerResponse, PeerRpc, StoreError, StoreReply,
-    StoreRequest,
+    BoxFuture, HelloInfo, PeerHandler, PeerIdentity, PeerResponse, PeerRpc, PositionSource,
+    StoreError, StoreReply, StoreRequest,
 };
 use super::types::Raft;
 
@@ -22,9 +22,16 @@ pub struct RaftPeerHandler {
     name: String,
     identity: Arc<PeerIdentity>,
     store: Arc<dyn StoreExecutor>,
+    /// Set once the data node's agent runs; a witness never sets it.
+    position: RwLock<Option<Arc<dyn PositionSource>>>,
 }
 
 impl RaftPeerHandler {
+    /// Lets peers ask this node's PostgreSQL position ([`PeerRpc::Position`]).
+    pub fn set_position_source(&self, source: Arc<dyn PositionSource>) {
+        *self.position.write().unwrap_or_else(|p| p.into_inner()) = Some(source);
+    }
+
     pub fn new(
         raft: Raft,
         name: &str,
@@ -36,6 +43,7 @@ impl RaftPeerHandler {
             name: name.to_string(),
             identity,
             store,
+            position: RwLock::new(None),
         })
     }
 }
@@ -88,6 +96,22 @@ impl PeerHandler for RaftPeerHandler {
             PeerRpc::Store(req) => {
                 let fut = self.store.execute(req);
                 Box::pin(async move { PeerResponse::Store(fut.await) })
+            }
+            PeerRpc::Position => {
+                let source = self
+                    .position
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone();
+                let name = self.name.clone();
+                Box::pin(async move {
+                    PeerResponse::Position(match source {
+                        Some(s) => s.position().await,
+                        None => Err(format!(
+                            "{name} runs no PostgreSQL (a witness, or its agent has not started)"
+                        )),
+                    })
+                })
             }
         }
     }

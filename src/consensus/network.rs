@@ -70,6 +70,7 @@ fn variant(r: &PeerResponse) -> &'static str {
         PeerResponse::InstallSnapshot(_) => "install-snapshot reply",
         PeerResponse::Hello(_) => "hello reply",
         PeerResponse::Store(_) => "store reply",
+        PeerResponse::Position(_) => "position reply",
     }
 }
 

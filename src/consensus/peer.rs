@@ -43,6 +43,9 @@ pub enum PeerRpc {
     Hello,
     /// A store request forwarded to the node believed to be Raft leader.
     Store(StoreRequest),
+    /// A candidate asks a data node for its WAL position at race time
+    /// (DESIGN.md, "Choosing the new primary": published keys are stale).
+    Position,
 }
 
 impl PeerRpc {
@@ -53,6 +56,7 @@ impl PeerRpc {
             PeerRpc::InstallSnapshot(_) => "install-snapshot",
             PeerRpc::Hello => "hello",
             PeerRpc::Store(_) => "store",
+            PeerRpc::Position => "position",
         }
     }
 }
@@ -67,6 +71,32 @@ pub enum PeerResponse {
     ),
     Hello(HelloInfo),
     Store(Result<StoreReply, StoreError>),
+    /// `Err` with a sentence when the node runs no PostgreSQL (a witness)
+    /// or could not look.
+    Position(Result<MemberPosition, String>),
+}
+
+/// A data node's PostgreSQL as it is at the moment of the question.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberPosition {
+    /// The member name.
+    pub name: String,
+    /// A postmaster is alive.
+    pub running: bool,
+    /// `pg_is_in_recovery()`; `None` when it could not be asked.
+    pub in_recovery: Option<bool>,
+    pub timeline: Option<u32>,
+    /// `pg_last_wal_receive_lsn()`.
+    pub received_lsn: Option<u64>,
+    /// `pg_last_wal_replay_lsn()`.
+    pub replayed_lsn: Option<u64>,
+    /// `pg_current_wal_lsn()` on a primary.
+    pub wal_lsn: Option<u64>,
+}
+
+/// Answers [`PeerRpc::Position`]: the data node's agent installs one.
+pub trait PositionSource: Send + Sync + 'static {
+    fn position(&self) -> BoxFuture<Result<MemberPosition, String>>;
 }
 
 /// A voter's answer to [`PeerRpc::Hello`].

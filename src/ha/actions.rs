@@ -89,6 +89,16 @@ pub enum Action {
     },
     /// Put the `status` key (not lease-bound). Answer: `Done`.
     PublishStatus(StatusKey),
+    /// Ask each of `members` over gRPC for its PostgreSQL position now,
+    /// concurrently, each within `timeout`. Answer:
+    /// [`Event::PositionsPolled`](super::Event::PositionsPolled) with the
+    /// members that answered (one that did not is simply absent).
+    QueryPositions {
+        /// Member names, this node excluded.
+        members: Vec<String>,
+        /// Bound on each question.
+        timeout: Duration,
+    },
 
     // ---- PostgreSQL lane -----------------------------------------------
     /// Probe the local PostgreSQL (process, data directory, SQL state,
@@ -138,6 +148,13 @@ pub enum Action {
     ConfigureStandby {
         /// The member to stream from.
         upstream: Upstream,
+        /// This node's slot name.
+        slot: String,
+    },
+    /// Stop streaming from the old primary: empty `primary_conninfo` (the
+    /// slot setting stays) and reload, so the WAL position this standby
+    /// reports stops moving while candidates compare. Answer: `Done`.
+    StopReceiving {
         /// This node's slot name.
         slot: String,
     },
@@ -218,6 +235,7 @@ pub enum ActionKind {
     ReleaseLeader,
     PublishMember,
     PublishStatus,
+    QueryPositions,
     Probe,
     Initdb,
     CreateRoles,
@@ -227,6 +245,7 @@ pub enum ActionKind {
     Checkpoint,
     Basebackup,
     ConfigureStandby,
+    StopReceiving,
     CreateSlot,
     DropSlot,
     Rewind,
@@ -249,6 +268,7 @@ impl ActionKind {
                 | ActionKind::Checkpoint
                 | ActionKind::Basebackup
                 | ActionKind::ConfigureStandby
+                | ActionKind::StopReceiving
                 | ActionKind::CreateSlot
                 | ActionKind::DropSlot
                 | ActionKind::Rewind
@@ -276,6 +296,7 @@ impl Action {
             Action::ReleaseLeader { .. } => ActionKind::ReleaseLeader,
             Action::PublishMember { .. } => ActionKind::PublishMember,
             Action::PublishStatus(_) => ActionKind::PublishStatus,
+            Action::QueryPositions { .. } => ActionKind::QueryPositions,
             Action::Probe => ActionKind::Probe,
             Action::Initdb => ActionKind::Initdb,
             Action::CreateRoles => ActionKind::CreateRoles,
@@ -285,6 +306,7 @@ impl Action {
             Action::Checkpoint => ActionKind::Checkpoint,
             Action::Basebackup { .. } => ActionKind::Basebackup,
             Action::ConfigureStandby { .. } => ActionKind::ConfigureStandby,
+            Action::StopReceiving { .. } => ActionKind::StopReceiving,
             Action::CreateSlot { .. } => ActionKind::CreateSlot,
             Action::DropSlot { .. } => ActionKind::DropSlot,
             Action::Rewind { .. } => ActionKind::Rewind,

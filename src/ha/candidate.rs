@@ -2,11 +2,14 @@
 //! (DESIGN.md, "Choosing the new primary").
 //!
 //! A replica that sees the `leader` key vacant in a store view (a clean
-//! handover revoked it, or the holder's lease expired) and is the best
-//! eligible standby becomes a candidate on that same event: the race costs
-//! no tick. The key is a compare-and-set, so of several candidates exactly
-//! one wins; a loser goes back to following, and does not race again on a
-//! view that predates the winner's write.
+//! handover revoked it, or the holder's lease expired) stops streaming from
+//! the old primary, and if it may take the key it becomes a candidate on
+//! that same event: the race costs no tick. The candidate asks every other
+//! member its position over gRPC at that moment (published member keys may
+//! be a `loop_wait` old), and takes the key only if no member that answered
+//! as a running standby outranks it. The key is a compare-and-set, so of
+//! several candidates exactly one wins; a loser goes back to following, and
+//! does not race again on a view that predates the winner's write.
 //!
 //! The states are in the diagram in [`super`].
 //!
@@ -16,6 +19,9 @@
 //! [`Ha::holds_leader`] is true at that instant. A failed promotion is
 //! fenced before the key is given back, since the server may still turn
 //! writable.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
 
 use crate::clock::BootInstant;
 
@@ -48,6 +54,34 @@ pub enum Ineligible {
     },
 }
 
+/// How long a candidate waits for each member's answer to its position
+/// question. A member that does not answer in time is not a contender: a
+/// node that cannot answer a question cannot be promoted either.
+pub const POSITION_QUERY_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// A member's PostgreSQL as it answered a candidate (see
+/// [`Action::QueryPositions`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PolledPosition {
+    /// A postmaster is alive.
+    pub running: bool,
+    /// `pg_is_in_recovery()`; `None` when it could not be asked.
+    pub in_recovery: Option<bool>,
+    /// `pg_last_wal_receive_lsn()`.
+    pub received_lsn: Option<Lsn>,
+    /// `pg_last_wal_replay_lsn()`.
+    pub replayed_lsn: Option<Lsn>,
+}
+
+impl PolledPosition {
+    /// Its position, if it answered as a running standby.
+    fn standby_position(&self) -> Option<Lsn> {
+        (self.running && self.in_recovery == Some(true))
+            .then(|| standby_position(self.received_lsn, self.replayed_lsn))
+            .flatten()
+    }
+}
+
 /// A standby's WAL position: the further of received and replayed (the
 /// received one, normally; the replayed one when nothing was received
 /// since the server started, or a restarted receiver reports less).
@@ -64,24 +98,24 @@ pub fn standby_position(received: Option<Lsn>, replayed: Option<Lsn>) -> Option<
 /// lease is valid (the key must hang on it); our position is within
 /// `maximum_lag_on_failover` of the `status` key's lsn (when there is a
 /// `status` key); and no other member outranks us. Contenders are members
-/// whose key shows them up (`Running`/`Streaming`) as `Replica`, with tags
-/// that allow failover and a published position; a member that could
-/// never be promoted never holds the others back. Rank: further ahead,
-/// then higher `failover_priority`, then lower name.
+/// whose key shows them as `Replica` with tags that allow failover; a
+/// member that could never be promoted never holds the others back. Rank:
+/// further ahead, then higher `failover_priority`, then lower name.
 ///
-/// The others' positions come from their published member keys, which may
-/// be up to a `loop_wait` old (fresh during a handover, when standbys
-/// publish every new position). DESIGN.md asks to query each member over
-/// gRPC at this moment instead (issue 4); until then two nodes may both
-/// believe they are ahead, and the compare-and-set on the key still lets
-/// only one of them win. Synchronous mode (the `sync` set) is not
-/// implemented yet and so not checked.
+/// `polled` holds what the other members answered when asked over gRPC at
+/// this vacancy ([`Action::QueryPositions`]): when given, a contender's
+/// position is its answer, and a member that did not answer, or answered
+/// as anything but a running standby, is no contender. `None` (before the
+/// question, and in table tests of the published-key rule) uses the
+/// positions of members whose key shows them up. Synchronous mode (the
+/// `sync` set) is not implemented yet and so not checked.
 pub fn failover_eligibility(
     me: &str,
     tags: MemberTags,
     pg: &PgState,
     lease_valid: bool,
     view: &ClusterView,
+    polled: Option<&BTreeMap<String, PolledPosition>>,
 ) -> Result<(), Ineligible> {
     if !(pg.running && pg.in_recovery == Some(true)) {
         return Err(Ineligible::NotAStandby);
@@ -105,13 +139,14 @@ pub fn failover_eligibility(
         .members
         .iter()
         .filter(|(name, m)| {
-            name.as_str() != me
-                && m.state.is_up()
-                && m.role == MemberRole::Replica
-                && m.tags.may_fail_over()
+            name.as_str() != me && m.role == MemberRole::Replica && m.tags.may_fail_over()
         })
         .filter_map(|(name, m)| {
-            let theirs = standby_position(m.received_lsn, m.replayed_lsn)?;
+            let theirs = match polled {
+                Some(answers) => answers.get(name)?.standby_position()?,
+                None if m.state.is_up() => standby_position(m.received_lsn, m.replayed_lsn)?,
+                None => return None,
+            };
             Some((theirs, m.tags.failover_priority, name.as_str()))
         })
         .find(|theirs| outranks(*theirs, mine));
@@ -136,21 +171,63 @@ fn outranks(a: (Lsn, i64, &str), b: (Lsn, i64, &str)) -> bool {
 }
 
 impl Ha {
-    /// Whether a replica should race for the leader key now: it is vacant
-    /// in a view newer than our last lost race, and we are eligible.
-    pub(super) fn should_race(&self, now: BootInstant, pg: &PgState) -> bool {
-        let Some(view) = self.view.as_ref() else {
-            return false;
-        };
-        let newer = self.race_lost_at.is_none_or(|r| view.revision > r);
-        view.leader.is_none() && newer && self.eligibility(now, pg).is_ok()
+    /// Whether the leader key is vacant in a view newer than our last lost
+    /// race.
+    pub(super) fn vacant(&self) -> bool {
+        self.view.as_ref().is_some_and(|view| {
+            view.leader.is_none() && self.race_lost_at.is_none_or(|r| view.revision > r)
+        })
     }
 
-    /// [`failover_eligibility`] for this node.
-    pub(super) fn eligibility(&self, now: BootInstant, pg: &PgState) -> Result<(), Ineligible> {
+    /// Whether a replica should start a candidacy now: the key is vacant
+    /// and we are eligible on what we know before asking anyone (our own
+    /// state and tags, our lease, our lag behind the `status` key; a member
+    /// is outranked only once the others have answered).
+    pub(super) fn should_race(&self, now: BootInstant, pg: &PgState) -> bool {
+        self.vacant() && self.eligibility(now, pg, Some(&BTreeMap::new())).is_ok()
+    }
+
+    /// [`failover_eligibility`] for this node, with the members' answers
+    /// (`None`: their published keys).
+    pub(super) fn eligibility(
+        &self,
+        now: BootInstant,
+        pg: &PgState,
+        polled: Option<&BTreeMap<String, PolledPosition>>,
+    ) -> Result<(), Ineligible> {
         let view = self.view.as_ref().ok_or(Ineligible::NoPosition)?;
         let lease_valid = self.lease.is_some_and(|l| l.is_valid(now));
-        failover_eligibility(&self.node.name, self.node.tags, pg, lease_valid, view)
+        failover_eligibility(
+            &self.node.name,
+            self.node.tags,
+            pg,
+            lease_valid,
+            view,
+            polled,
+        )
+    }
+
+    /// The other members' answers to [`Action::QueryPositions`].
+    pub(super) fn on_polled(&mut self, answers: BTreeMap<String, PolledPosition>) {
+        if self.inflight.remove(&ActionKind::QueryPositions).is_some()
+            && self.state == State::Candidate(CandidateStep::Polling)
+        {
+            self.polled = Some(answers);
+        }
+    }
+
+    /// The members a candidate asks: every member key but ours.
+    fn others(&self) -> Vec<String> {
+        self.view
+            .as_ref()
+            .map(|v| {
+                v.members
+                    .keys()
+                    .filter(|n| **n != self.node.name)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     pub(super) fn candidate(
@@ -160,10 +237,43 @@ impl Ha {
         out: &mut Vec<Action>,
     ) {
         match step {
+            CandidateStep::Polling => self.polling(now, out),
             CandidateStep::Acquiring => self.acquiring(now, out),
             CandidateStep::Promoting => self.promoting(now, out),
             CandidateStep::Abandoning => self.abandoning(now, out),
         }
+    }
+
+    /// Stops streaming from the old primary, then asks the others where
+    /// they are; with their answers (or a failed question: no one answered)
+    /// moves on to the race. A leader seen meanwhile ends the candidacy.
+    fn polling(&mut self, now: BootInstant, out: &mut Vec<Action>) {
+        if !self.vacant() {
+            self.polled = None;
+            self.state = State::Replica;
+            return;
+        }
+        if self.polled.is_some() {
+            self.state = State::Candidate(CandidateStep::Acquiring);
+            return;
+        }
+        let Some(pg) = self.fresh_pg() else { return };
+        if pg.following.is_some() {
+            let slot = self.slot.clone();
+            self.emit(now, out, Action::StopReceiving { slot });
+            return;
+        }
+        let members = self.others();
+        if members.is_empty() {
+            self.polled = Some(BTreeMap::new());
+            self.state = State::Candidate(CandidateStep::Acquiring);
+            return;
+        }
+        let ask = Action::QueryPositions {
+            members,
+            timeout: POSITION_QUERY_TIMEOUT,
+        };
+        self.emit(now, out, ask);
     }
 
     /// Asks for the key while it is vacant and we are still eligible; the
@@ -189,17 +299,29 @@ impl Ha {
             }
             // Someone else's, or ours on a lease we lost (it expires with
             // that lease): follow.
-            Some((false, _)) => self.state = State::Replica,
+            Some((false, _)) => {
+                self.polled = None;
+                self.state = State::Replica;
+            }
             None => {
                 let Some(pg) = self.fresh_pg().cloned() else {
                     return;
                 };
                 let lease = self.lease.map(|l| l.id);
-                match (self.eligibility(now, &pg), lease) {
+                let polled = self.polled.take();
+                match (self.eligibility(now, &pg, polled.as_ref()), lease) {
                     (Ok(()), Some(lease)) => {
+                        self.polled = polled;
                         self.emit(now, out, Action::AcquireLeader { lease });
                     }
-                    _ => self.state = State::Replica,
+                    _ => {
+                        // Outranked (or no longer eligible): not again on
+                        // this view. The next change (members publish every
+                        // loop_wait) asks again, in case the better member
+                        // never takes the key.
+                        self.race_lost_at = self.view.as_ref().map(|v| v.revision);
+                        self.state = State::Replica;
+                    }
                 }
             }
         }

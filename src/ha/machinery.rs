@@ -92,6 +92,7 @@ impl Ha {
             ActionKind::Keepalive => None,
             ActionKind::Fence => Some(FENCE_RETRY),
             ActionKind::AcquireLeader => Some(RACE_RETRY),
+            ActionKind::QueryPositions => None,
             _ => Some(self.cfg().loop_wait),
         };
         if let Some(delay) = delay {
@@ -102,6 +103,10 @@ impl Ha {
                 self.state = State::Bootstrapping(BootstrapStep::AwaitingLeader);
             }
             (ActionKind::StopPostgres, State::Stopping(_)) => self.must_fence = true,
+            // Nobody could be asked: no member is known to be ahead.
+            (ActionKind::QueryPositions, State::Candidate(CandidateStep::Polling)) => {
+                self.polled = Some(Default::default());
+            }
             (ActionKind::Rewind, State::Rejoining(RejoinStep::Rewinding)) => {
                 self.state = self.on_rewind_failure();
             }
@@ -339,6 +344,7 @@ fn reply_fits(kind: ActionKind, reply: Reply) -> bool {
                 | K::Checkpoint
                 | K::Basebackup
                 | K::ConfigureStandby
+                | K::StopReceiving
                 | K::CreateSlot
                 | K::DropSlot
                 | K::Rewind

@@ -42,13 +42,14 @@
 //!                                     └─ otherwise ─▶ Failed (stopped, "rewind failed")
 //!   Rewinding / StartingStandby ─no leader to follow─▶ Replica
 //!
-//!  Candidate (on the view that shows the leader key vacant):
-//!  Replica ─eligible─▶ Acquiring ─Won─▶ Promoting ─Promote done─▶ Primary (CHECKPOINT first)
-//!     ▲                  │Lost, key taken,  │Promote failed
-//!     │                  │or ineligible     │(or server down)
-//!     │                  │                  ▼
-//!     ├──────────────────┘              Abandoning: Fence, then ReleaseLeader
-//!     └───────────── released ──────────────┘
+//!  Candidate (on the view that shows the leader key vacant; every standby
+//!  first stops receiving from the old primary, StopReceiving):
+//!  Replica ─may race─▶ Polling ─QueryPositions answered─▶ Acquiring ─Won─▶ Promoting ─Promote done─▶ Primary (CHECKPOINT first)
+//!     ▲                  │leader seen        │Lost, key taken,  │Promote failed
+//!     │                  │                   │or outranked      │(or server down)
+//!     │                  │                   │                  ▼
+//!     ├──────────────────┴───────────────────┘              Abandoning: Fence, then ReleaseLeader
+//!     └───────────── released ──────────────────────────────────┘
 //!  Candidate::Promoting / Abandoning ── lease lost (Fence if needed) ──▶ Replica
 //!
 //!  any state ─Shutdown─▶ Stopping::StoppingPostgres (fast; Fence if that fails)
@@ -73,10 +74,10 @@
 //! ([`failover_eligibility`]); `Promote` is asked for only after our
 //! `AcquireLeader` won, while the lease is valid.
 //!
-//! Issue 4 adds `Demoting` and `Fenced` as [`State`] variants
-//! with their own rule functions, the actions they need, and replaces
-//! "lease lost ⇒ Replica" with "⇒ Fenced"; it also replaces the published
-//! member positions the candidate compares with a gRPC query of each member.
+//! Fencing does not rest on this core alone: the driver mirrors the
+//! leader lease into a dedicated thread ([`crate::fence`]) that stops the
+//! postmaster at `valid_until` even when the runtime that runs this core
+//! is stalled, and owns the watchdog.
 
 mod actions;
 mod bootstrap;
@@ -102,7 +103,9 @@ use crate::clock::BootInstant;
 use crate::consensus::types::LeaseId;
 
 pub use actions::{Action, ActionDone, ActionKind, Reply, StartAs, StopMode};
-pub use candidate::{failover_eligibility, standby_position, Ineligible};
+pub use candidate::{
+    failover_eligibility, standby_position, Ineligible, PolledPosition, POSITION_QUERY_TIMEOUT,
+};
 pub use names::sanitize_slot_name;
 pub use rejoin::REWIND_ATTEMPTS;
 pub use state::{BootstrapStep, CandidateStep, PrimaryState, RejoinStep, State, StoppingState};
@@ -136,6 +139,8 @@ pub enum Event {
     StoreChanged(ClusterView),
     /// The answer to [`Action::Probe`].
     PgProbed(PgState),
+    /// The answer to [`Action::QueryPositions`]: the members that answered.
+    PositionsPolled(BTreeMap<String, PolledPosition>),
     /// The answer to any other action.
     ActionDone(ActionDone),
     /// SIGTERM: hand over cleanly and exit.
@@ -260,14 +265,18 @@ pub struct Ha {
     /// The sysid this node wrote into the `initialize` key, so it is not
     /// rewritten while the view catches up.
     sysid_recorded: Option<u64>,
-    /// The view revision when our last `AcquireLeader` came back `Lost`:
-    /// views up to it predate the winner's write, so a vacant key in them
-    /// is no reason to race again.
+    /// The view revision when our last race ended without the key (our
+    /// `AcquireLeader` came back `Lost`: views up to it predate the
+    /// winner's write; or the others' answers showed a better member): a
+    /// vacant key in views up to it is no reason to race again.
     race_lost_at: Option<u64>,
     /// Consecutive failed pg_rewind runs, and the leader they ran against.
     rewind_failures: (Option<String>, u32),
     /// The primary's server found down (see `primary`).
     primary_down: Option<primary::ServerDown>,
+    /// What the other members answered when this candidate asked their
+    /// positions for the current vacancy; cleared once a leader is seen.
+    polled: Option<BTreeMap<String, PolledPosition>>,
 }
 
 impl Ha {
@@ -297,6 +306,7 @@ impl Ha {
             race_lost_at: None,
             rewind_failures: (None, 0),
             primary_down: None,
+            polled: None,
         }
     }
 
@@ -311,6 +321,7 @@ impl Ha {
             Event::Tick => {}
             Event::StoreChanged(view) => self.view = Some(view),
             Event::PgProbed(pg) => self.on_probe(now, pg),
+            Event::PositionsPolled(answers) => self.on_polled(answers),
             Event::ActionDone(done) => self.on_done(now, done),
             Event::Shutdown => self.shutdown = true,
         }

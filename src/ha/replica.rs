@@ -10,6 +10,9 @@ use super::Ha;
 
 impl Ha {
     pub(super) fn replica(&mut self, now: BootInstant, out: &mut Vec<Action>) {
+        if self.view.as_ref().is_some_and(|v| v.leader.is_some()) {
+            self.polled = None;
+        }
         let Some(pg) = self.fresh_pg() else { return };
         if pg.data_dir == DataDir::Empty {
             self.state = State::Bootstrapping(BootstrapStep::AwaitingLeader);
@@ -19,7 +22,18 @@ impl Ha {
             return; // the fence rule stops it; never reconfigure a writable server
         }
         if self.should_race(now, pg) {
-            self.state = State::Candidate(CandidateStep::Acquiring);
+            self.state = State::Candidate(CandidateStep::Polling);
+            return;
+        }
+        if self.view.as_ref().is_some_and(|v| v.leader.is_none())
+            && pg.running
+            && pg.following.is_some()
+        {
+            // The old primary is gone: stop streaming from it, so the
+            // position this standby reports to candidates stops moving.
+            // The next leader is followed by the rule below.
+            let slot = self.slot.clone();
+            self.emit(now, out, Action::StopReceiving { slot });
             return;
         }
         if let Some(step) = self.rejoin_needed(pg) {

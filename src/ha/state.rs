@@ -75,6 +75,12 @@ pub enum BootstrapStep {
 /// Where a candidacy stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CandidateStep {
+    /// The leader key is vacant and this standby may take it: stop
+    /// streaming from the old primary, then ask every other member its
+    /// position over gRPC ([`Action::QueryPositions`]).
+    ///
+    /// [`Action::QueryPositions`]: super::Action::QueryPositions
+    Polling,
     /// Eligible, and the leader key is vacant: `AcquireLeader` on our lease.
     Acquiring,
     /// Won the key: promote the standby while the lease is valid.

@@ -9,6 +9,7 @@ use tokio::task::JoinHandle;
 
 use crate::agent::{self, AgentSpec};
 use crate::config::Config;
+use crate::consensus::handler::RaftPeerHandler;
 use crate::ha::{sanitize_slot_name, HaConfig, MemberTags};
 use crate::postgres::{RealPostgres, StartSpec};
 use crate::store::Store;
@@ -72,17 +73,19 @@ pub fn spec(config: &Config) -> anyhow::Result<(AgentSpec, crate::config::Postgr
 
 /// Checks the PostgreSQL setup (user, data dir owner, binaries) and starts
 /// the agent. A setup mistake is a start-up error.
+/// Also lets peers ask this node's position (the `handler` answers
+/// candidates' questions from this node's PostgreSQL).
 pub fn start(
     config: &Config,
     store: Store,
+    handler: &RaftPeerHandler,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<JoinHandle<Option<String>>> {
     let (spec, pg_config) = spec(config)?;
-    let pg = RealPostgres::new(pg_config).map_err(|e| anyhow::anyhow!("{e}"))?;
-    Ok(tokio::spawn(agent::run(
-        store,
-        Arc::new(pg),
-        spec,
-        shutdown,
-    )))
+    let pg = Arc::new(RealPostgres::new(pg_config).map_err(|e| anyhow::anyhow!("{e}"))?);
+    handler.set_position_source(Arc::new(agent::PositionAnswerer {
+        name: spec.name.clone(),
+        pg: pg.clone(),
+    }));
+    Ok(tokio::spawn(agent::run(store, pg, spec, shutdown)))
 }

@@ -92,6 +92,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         true => Some(super::agent::start(
             &config,
             voter.store.clone(),
+            &voter.handler,
             agent_stop_rx,
         )?),
         false => None,

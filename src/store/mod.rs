@@ -26,8 +26,8 @@ use crate::clock::{BootInstant, Clock};
 use crate::consensus::handler::hello;
 use crate::consensus::kv::WatchEvent;
 use crate::consensus::peer::{
-    HelloInfo, PeerIdentity, PeerResponse, PeerRpc, StoreError, StoreReply, StoreRequest,
-    Transport, TransportError,
+    HelloInfo, MemberPosition, PeerIdentity, PeerResponse, PeerRpc, StoreError, StoreReply,
+    StoreRequest, Transport, TransportError,
 };
 use crate::consensus::state_machine::SmHandle;
 use crate::consensus::types::{
@@ -334,6 +334,42 @@ impl Store {
                 }
                 other => return other,
             }
+        }
+    }
+
+    /// Asks data member `name` for its PostgreSQL position right now
+    /// ([`PeerRpc::Position`]), within `timeout`. `Err` with a sentence
+    /// when the member is unknown, unreachable or runs no PostgreSQL.
+    pub async fn ask_position(
+        &self,
+        name: &str,
+        timeout: Duration,
+    ) -> Result<MemberPosition, String> {
+        let target = {
+            let m = self.inner.raft.metrics().borrow().clone();
+            let found = m
+                .membership_config
+                .membership()
+                .nodes()
+                .find(|(_, member)| member.name == name)
+                .map(|(id, member)| (*id, member.clone()));
+            found
+        };
+        let Some((id, member)) = target else {
+            return Err(format!("{name} is not a Raft member"));
+        };
+        let creds = self.inner.identity.credentials();
+        match self
+            .inner
+            .transport
+            .call(id, &member.addr, creds, PeerRpc::Position, timeout)
+            .await
+        {
+            Ok(PeerResponse::Position(r)) => r,
+            Ok(_) => Err(format!(
+                "{name} answered a position request with something else"
+            )),
+            Err(e) => Err(format!("cannot ask {name} its position: {e}")),
         }
     }
 

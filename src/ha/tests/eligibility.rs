@@ -341,7 +341,7 @@ fn eligibility_table() {
         ),
     ];
     for (case, me, tags, pg, lease_valid, v, want) in cases {
-        let got = failover_eligibility(me, tags, &pg, lease_valid, &v.0);
+        let got = failover_eligibility(me, tags, &pg, lease_valid, &v.0, None);
         assert_eq!(got, want, "{case}");
     }
 }
@@ -361,4 +361,78 @@ fn untagged_members_may_fail_over() {
     // The config file's default priority is 1, not 0 (never).
     assert!(MemberTags::default().may_fail_over());
     assert_eq!(MemberTags::default().failover_priority, 1);
+}
+
+/// With the members' answers to the position question, the answers decide
+/// who outranks whom; a member that did not answer, or answered as
+/// anything but a running standby, is no contender.
+#[test]
+fn polled_answers_replace_published_positions() {
+    use std::collections::BTreeMap;
+    let standby = at_pos(Some(POS), Some(POS));
+    let answer = |running, in_recovery, lsn| PolledPosition {
+        running,
+        in_recovery,
+        received_lsn: Some(Lsn(lsn)),
+        replayed_lsn: Some(Lsn(lsn)),
+    };
+    // b's key says it is far behind; c's that it is far ahead.
+    let v = view()
+        .replica("b")
+        .received("b", POS - 100)
+        .replica("c")
+        .received("c", POS + 100);
+    type Case = (
+        &'static str,
+        Vec<(&'static str, PolledPosition)>,
+        Result<(), Ineligible>,
+    );
+    let cases: Vec<Case> = vec![
+        ("nobody answered: no contender", vec![], Ok(())),
+        (
+            "b answered ahead of us (its key is stale)",
+            vec![("b", answer(true, Some(true), POS + 1))],
+            Err(Ineligible::Outranked { by: "b".into() }),
+        ),
+        (
+            "c answered behind us (its key is stale)",
+            vec![("c", answer(true, Some(true), POS - 1))],
+            Ok(()),
+        ),
+        (
+            "c answered ahead but stopped",
+            vec![("c", answer(false, None, POS + 1))],
+            Ok(()),
+        ),
+        (
+            "c answered ahead but as a primary",
+            vec![("c", answer(true, Some(false), POS + 1))],
+            Ok(()),
+        ),
+        (
+            "c answered as far as us: the lower name wins, that is us",
+            vec![("c", answer(true, Some(true), POS))],
+            Ok(()),
+        ),
+        (
+            "a stranger's answer (no member key) counts for nothing",
+            vec![("zed", answer(true, Some(true), POS + 1))],
+            Ok(()),
+        ),
+    ];
+    for (case, answers, want) in cases {
+        let polled: BTreeMap<String, PolledPosition> = answers
+            .into_iter()
+            .map(|(n, p)| (n.to_string(), p))
+            .collect();
+        let got = failover_eligibility(
+            "a",
+            MemberTags::default(),
+            &standby,
+            true,
+            &v.0,
+            Some(&polled),
+        );
+        assert_eq!(got, want, "{case}");
+    }
 }

@@ -15,6 +15,8 @@ mod rejoin;
 mod replica;
 mod stopping;
 
+use std::collections::BTreeMap;
+
 use crate::clock::BootInstant;
 use crate::consensus::types::LeaseId;
 
@@ -340,4 +342,71 @@ pub fn lease_reply(valid_ms: u64) -> Reply {
         lease: L,
         valid_until: at(valid_ms),
     }
+}
+
+/// What each member the view shows as a standby answers when asked: its
+/// published position, as a running standby.
+pub fn answers(v: &ClusterView) -> BTreeMap<String, PolledPosition> {
+    v.members
+        .iter()
+        .filter(|(_, m)| m.role == MemberRole::Replica)
+        .map(|(name, m)| {
+            let answer = PolledPosition {
+                running: true,
+                in_recovery: Some(true),
+                received_lsn: m.received_lsn,
+                replayed_lsn: m.replayed_lsn,
+            };
+            (name.clone(), answer)
+        })
+        .collect()
+}
+
+/// Drives `fx` through a vacancy shown by `v`: the view, then (when asked
+/// for) the StopReceiving and the probe that follows it, then (when asked
+/// for) the position question, answered with `polled` (by default what
+/// `answers` makes of the view). Returns every other action, in order.
+pub fn through_vacancy(
+    fx: &mut Fx,
+    v: V,
+    polled: Option<BTreeMap<String, PolledPosition>>,
+) -> Vec<Action> {
+    let v: ClusterView = v.into();
+    let polled = polled.unwrap_or_else(|| answers(&v));
+    let mut out = fx.view(v);
+    if let Some(i) = out
+        .iter()
+        .position(|x| matches!(x, Action::StopReceiving { .. }))
+    {
+        out.remove(i);
+        assert_eq!(
+            fx.done(ActionKind::StopReceiving, Reply::Done),
+            vec![Action::Probe]
+        );
+        let mut pg = fx.ha.pg.clone().expect("a probe");
+        pg.following = None;
+        pg.streaming = false;
+        let mut after = fx.probed(pg);
+        // No longer streaming: the member key says so (not the rule here).
+        if let Some(i) = after
+            .iter()
+            .position(|x| matches!(x, Action::PublishMember { .. }))
+        {
+            after.remove(i);
+            fx.done(ActionKind::PublishMember, Reply::Done);
+        }
+        out.extend(after);
+    }
+    if let Some(i) = out
+        .iter()
+        .position(|x| matches!(x, Action::QueryPositions { .. }))
+    {
+        let Action::QueryPositions { members, timeout } = out.remove(i) else {
+            unreachable!()
+        };
+        assert!(!members.contains(&fx.ha.node.name), "asked itself");
+        assert_eq!(timeout, POSITION_QUERY_TIMEOUT);
+        out.extend(fx.on(Event::PositionsPolled(polled)));
+    }
+    out
 }

@@ -60,10 +60,13 @@ fn replica_rules() {
             }],
         ),
         (
-            "leader key vacant, another standby ahead: stay as is",
-            view().replica("b").received("b", 0x200_0001),
+            "leader key vacant, too far behind status to race: stop receiving, stay a replica",
+            view()
+                .replica("b")
+                .received("b", 0x200_0001)
+                .status(u64::MAX / 2),
             pg_standby(Some("b")),
-            vec![],
+            vec![Action::StopReceiving { slot: "a".into() }],
         ),
         (
             "leader's member key missing: wait for its address",
@@ -126,7 +129,8 @@ fn leader_change_is_followed() {
     assert_eq!(fx.tick(0), vec![]);
     // b's lease expired: vacant. c is further ahead: nothing yet.
     let vacant = view().revision(11).replica("c").received("c", 0x200_0001);
-    assert_eq!(fx.view(vacant), vec![]);
+    assert_eq!(through_vacancy(&mut fx, vacant, None), vec![]);
+    assert_eq!(fx.state(), &State::Replica);
     // c took over.
     let v = view().revision(12).leader("c", 4).primary("c");
     assert_eq!(fx.view(v), vec![configure("c")]);
@@ -134,7 +138,12 @@ fn leader_change_is_followed() {
         fx.done(ActionKind::ConfigureStandby, Reply::Done),
         vec![Action::Probe]
     );
-    assert_eq!(fx.probed(pg_standby(Some("c"))), vec![]);
+    let back = fx.probed(pg_standby(Some("c")));
+    assert_eq!(
+        back,
+        vec![publish(fx.me())],
+        "streaming again: the member key says so"
+    );
 }
 
 #[test]
