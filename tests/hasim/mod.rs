@@ -572,15 +572,6 @@ impl Sim {
                 self.nodes[i].ha = None;
                 self.nodes[i].pg_task = None;
             }
-            Action::AcquireInitialize
-            | Action::SetInitializeSysid { .. }
-            | Action::GrantLease { .. }
-            | Action::Keepalive { .. }
-            | Action::AcquireLeader { .. }
-            | Action::RevokeLease { .. }
-            | Action::ReleaseLeader { .. }
-            | Action::PublishMember { .. }
-            | Action::PublishStatus(_) => self.store_send(i, action),
             Action::Fence => {
                 // Whatever PostgreSQL was doing must not finish.
                 if let Some((_, kind)) = self.nodes[i].pg_task.take() {
@@ -598,6 +589,9 @@ impl Sim {
                 let at = self.now + self.rng.ms(5, 50);
                 self.push(at, Ev::FenceDone { node: i, inc });
             }
+            // Everything on neither lane is handled above: the rest of the
+            // non-PostgreSQL actions are store requests.
+            other if !other.kind().is_postgres() => self.store_send(i, other),
             other => {
                 if !matches!(other, Action::Probe) {
                     self.trace(i, format!("pg action {other:?}"));
