@@ -589,6 +589,38 @@ impl Sim {
                 let at = self.now + self.rng.ms(5, 50);
                 self.push(at, Ev::FenceDone { node: i, inc });
             }
+            Action::QueryPositions { members, .. } => {
+                // Each member answers from its PostgreSQL if its process
+                // runs and the question and answer both get through.
+                self.replicate();
+                let mut answers = std::collections::BTreeMap::new();
+                for m in members {
+                    let Some(j) = self.node_of(&m) else { continue };
+                    if j == i || !self.nodes[j].alive() || !self.link(i, j) || !self.link(j, i) {
+                        continue;
+                    }
+                    let pg = &self.nodes[j].pg;
+                    let lsn = pg.data.as_ref().map(|d| pgkeel::ha::Lsn(d.lsn));
+                    let answer = pgkeel::ha::PolledPosition {
+                        running: pg.running(),
+                        in_recovery: pg.running().then_some(pg.standby()),
+                        received_lsn: lsn.filter(|_| pg.standby()),
+                        replayed_lsn: lsn.filter(|_| pg.standby()),
+                    };
+                    answers.insert(m, answer);
+                }
+                self.trace(i, format!("asked positions: {answers:?}"));
+                let at = self.now + self.rng.ms(2, 40);
+                let event = Event::PositionsPolled(answers);
+                self.push(
+                    at,
+                    Ev::Input {
+                        node: i,
+                        inc,
+                        event,
+                    },
+                );
+            }
             // Everything on neither lane is handled above: the rest of the
             // non-PostgreSQL actions are store requests.
             other if !other.kind().is_postgres() => self.store_send(i, other),
@@ -751,6 +783,16 @@ impl Sim {
                 let pg = &mut self.nodes[i].pg;
                 if pg.standby() {
                     pg.upstream = Some(upstream);
+                    pg.streaming = false;
+                    Ok(Reply::Done)
+                } else {
+                    Err("not a running standby".into())
+                }
+            }
+            Action::StopReceiving { .. } => {
+                let pg = &mut self.nodes[i].pg;
+                if pg.standby() {
+                    pg.upstream = None;
                     pg.streaming = false;
                     Ok(Reply::Done)
                 } else {
@@ -935,6 +977,7 @@ fn view_leader(e: &Event) -> Option<Option<String>> {
 fn summarize(e: &Event) -> Option<String> {
     match e {
         Event::Tick | Event::PgProbed(_) => None,
+        Event::PositionsPolled(p) => Some(format!("positions {p:?}")),
         Event::StoreChanged(_) => None,
         Event::ActionDone(d) => match (&d.kind, &d.result) {
             (
