@@ -74,6 +74,12 @@ pub struct PolledPosition {
 }
 
 impl PolledPosition {
+    /// The member's agent answered, but its PostgreSQL is not (yet) a
+    /// running standby that knows its position: stopped, or starting.
+    fn unsettled(&self) -> bool {
+        !self.running || self.in_recovery.is_none()
+    }
+
     /// Its position, if it answered as a running standby.
     fn standby_position(&self) -> Option<Lsn> {
         (self.running && self.in_recovery == Some(true))
@@ -216,6 +222,29 @@ impl Ha {
         }
     }
 
+    /// A member that may fail over and answered, but not yet as a running
+    /// standby, while the vacancy is younger than one ttl.
+    fn unsettled_member(
+        &self,
+        now: BootInstant,
+        polled: Option<&BTreeMap<String, PolledPosition>>,
+    ) -> Option<String> {
+        let view = self.view.as_ref()?;
+        let since = self.vacant_since?;
+        if now >= since + self.cfg().ttl {
+            return None;
+        }
+        polled?
+            .iter()
+            .filter(|(_, p)| p.unsettled())
+            .find(|(name, _)| {
+                view.members
+                    .get(*name)
+                    .is_some_and(|m| m.tags.may_fail_over())
+            })
+            .map(|(name, _)| name.clone())
+    }
+
     /// The members a candidate asks: every member key but ours.
     fn others(&self) -> Vec<String> {
         self.view
@@ -309,6 +338,15 @@ impl Ha {
                 };
                 let lease = self.lease.map(|l| l.id);
                 let polled = self.polled.take();
+                if self.unsettled_member(now, polled.as_ref()).is_some() {
+                    // A member whose agent answers but whose PostgreSQL is
+                    // still starting may be further ahead than us: ask
+                    // again on the next view (members publish every
+                    // loop_wait), for at most one ttl after the vacancy.
+                    self.race_lost_at = self.view.as_ref().map(|v| v.revision);
+                    self.state = State::Replica;
+                    return;
+                }
                 match (self.eligibility(now, &pg, polled.as_ref()), lease) {
                     (Ok(()), Some(lease)) => {
                         self.polled = polled;

@@ -277,6 +277,8 @@ pub struct Ha {
     /// What the other members answered when this candidate asked their
     /// positions for the current vacancy; cleared once a leader is seen.
     polled: Option<BTreeMap<String, PolledPosition>>,
+    /// When this node first saw the current vacancy of the leader key.
+    vacant_since: Option<BootInstant>,
 }
 
 impl Ha {
@@ -307,6 +309,7 @@ impl Ha {
             rewind_failures: (None, 0),
             primary_down: None,
             polled: None,
+            vacant_since: None,
         }
     }
 

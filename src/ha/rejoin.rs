@@ -45,7 +45,7 @@ pub const REWIND_ATTEMPTS: u32 = 10;
 impl Ha {
     /// The timeline the leader key's holder publishes, when the holder is
     /// another member whose PostgreSQL is up.
-    fn leader_timeline(&self) -> Option<Timeline> {
+    pub(super) fn leader_timeline(&self) -> Option<Timeline> {
         let view = self.view.as_ref()?;
         let leader = view.leader.as_ref()?;
         if leader.holder == self.node.name {

@@ -5,13 +5,20 @@ use crate::clock::BootInstant;
 
 use super::actions::{Action, StartAs};
 use super::state::{BootstrapStep, CandidateStep, State};
-use super::view::{DataDir, Upstream};
+use super::view::{DataDir, PgState, Upstream};
 use super::Ha;
 
 impl Ha {
     pub(super) fn replica(&mut self, now: BootInstant, out: &mut Vec<Action>) {
-        if self.view.as_ref().is_some_and(|v| v.leader.is_some()) {
-            self.polled = None;
+        match self.view.as_ref().map(|v| v.leader.is_some()) {
+            Some(true) => {
+                self.polled = None;
+                self.vacant_since = None;
+            }
+            Some(false) => {
+                self.vacant_since.get_or_insert(now);
+            }
+            None => {}
         }
         let Some(pg) = self.fresh_pg() else { return };
         if pg.data_dir == DataDir::Empty {
@@ -42,6 +49,9 @@ impl Ha {
         }
         let want = self.leader_upstream();
         let slot = self.slot.clone();
+        if !pg.running && pg.was_primary && self.hold_former_primary(now, pg) {
+            return;
+        }
         if !pg.running {
             // With no leader yet, a standby with no upstream: readable,
             // never writable, ready to follow the next leader by reload.
@@ -58,6 +68,35 @@ impl Ha {
         // A vacant leader key we may not race for (or a holder whose member
         // key we cannot see) changes nothing here: the standby keeps what
         // it follows until someone takes the key.
+    }
+
+    /// Whether a stopped former primary (fenced, crashed, or rebooted) must
+    /// stay stopped for now. It may have written WAL that no other node
+    /// has; if another node was promoted, starting it as a standby on its
+    /// old timeline would leave a running standby past the fork point,
+    /// which nothing rewinds. So it starts only when it knows:
+    /// - the leader key names another member whose published timeline is
+    ///   above ours: `rejoin_needed` rewinds first (this is not reached);
+    /// - the leader key names another member whose timeline is not above
+    ///   ours (it won the key but has not promoted or published yet): wait;
+    /// - the key names us on a lease we no longer hold, or our lease is not
+    ///   valid: the view may be stale (we were cut off): wait for the store;
+    /// - the key is vacant and our lease is valid: nobody leads; start as a
+    ///   standby with no upstream, and the race (with its lag check against
+    ///   the `status` key) decides.
+    fn hold_former_primary(&self, now: BootInstant, pg: &PgState) -> bool {
+        let lease_valid = self.lease.is_some_and(|l| l.is_valid(now));
+        let Some(view) = self.view.as_ref() else {
+            return true;
+        };
+        match view.leader.as_ref() {
+            None => !lease_valid,
+            Some(l) if l.holder == self.node.name => true,
+            Some(_) => match (pg.timeline, self.leader_timeline()) {
+                (Some(mine), Some(theirs)) => theirs <= mine,
+                _ => true,
+            },
+        }
     }
 
     /// The upstream the leader key designates: its holder, if that is not

@@ -458,3 +458,38 @@ fn clean_handover_end_to_end() {
         }]
     );
 }
+
+/// A member whose agent answers while its PostgreSQL still starts may be
+/// further ahead: the candidate waits for it, but at most one ttl after it
+/// first saw the vacancy.
+#[test]
+fn a_member_still_starting_holds_the_race_for_at_most_one_ttl() {
+    let starting = PolledPosition {
+        running: true,
+        in_recovery: None,
+        received_lsn: None,
+        replayed_lsn: None,
+    };
+    let polled = |v: &V| {
+        let mut p = answers(&v.0);
+        p.insert("c".into(), starting);
+        p
+    };
+    let mut fx = following_b();
+    let v = vacant(0x100_0000);
+    let p = polled(&v);
+    assert_eq!(through_vacancy(&mut fx, v, Some(p)), vec![]);
+    assert_eq!(fx.state(), &State::Replica);
+    // The same view again: no new question.
+    assert_eq!(fx.view(vacant(0x100_0000)), vec![]);
+    // A newer view within the ttl, c still starting: still waiting.
+    fx.quiet_at(2_000);
+    let v = vacant(0x100_0000).revision(12);
+    let p = polled(&v);
+    assert_eq!(through_vacancy(&mut fx, v, Some(p)), vec![]);
+    // One ttl after the vacancy was first seen: c no longer holds us back.
+    fx.quiet_at(HaConfig::default().ttl.as_millis() as u64 + 1);
+    let v = vacant(0x100_0000).revision(13);
+    let p = polled(&v);
+    assert_eq!(through_vacancy(&mut fx, v, Some(p)), vec![acquire()]);
+}

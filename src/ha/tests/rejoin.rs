@@ -44,11 +44,11 @@ fn rejoin_rules() {
             vec![rewind_from("b")],
         ),
         (
-            "stopped former primary on the leader's timeline: just start",
+            "stopped former primary, the leader has not promoted past it yet: stay stopped",
             view().leader("b", 3).primary("b"),
             pg_old_primary(),
             State::Replica,
-            vec![standby_of(Some("b"))],
+            vec![],
         ),
         (
             "stopped former standby behind the leader's timeline: start, it follows",
@@ -58,21 +58,35 @@ fn rejoin_rules() {
             vec![standby_of(Some("b"))],
         ),
         (
-            "former primary, leader's timeline unknown: start and watch",
+            "former primary, leader's timeline unknown: stay stopped",
             view()
                 .leader("b", 3)
                 .primary("b")
                 .with("b", |m| m.timeline = None),
             pg_old_primary(),
             State::Replica,
-            vec![standby_of(Some("b"))],
+            vec![],
         ),
         (
-            "former primary, leader down: start and watch",
+            "former primary, leader down (timeline unknown): stay stopped",
             tl2_leader().with("b", |m| m.state = MemberState::Stopped),
             pg_old_primary(),
             State::Replica,
-            vec![standby_of(Some("b"))],
+            vec![],
+        ),
+        (
+            "former primary, the key still names it (a stale view): stay stopped",
+            view().leader("a", 99).primary("a"),
+            pg_old_primary(),
+            State::Replica,
+            vec![],
+        ),
+        (
+            "former primary, key vacant, lease valid: start with no upstream, then race",
+            view().replica("b"),
+            pg_old_primary(),
+            State::Replica,
+            vec![standby_of(None)],
         ),
         (
             "running standby not streaming, behind, first probe: wait",
@@ -91,6 +105,26 @@ fn rejoin_rules() {
         assert_eq!(got, actions, "{case}");
         assert_eq!(fx.state(), &state, "{case}");
     }
+}
+
+#[test]
+fn a_former_primary_cut_off_from_the_store_stays_stopped_until_it_knows() {
+    // Fenced after its lease ran out; the key vanished at the store, but
+    // with no valid lease of its own the view may be stale: wait.
+    let mut fx = Fx::new(State::Replica, view().replica("b"), pg_old_primary());
+    let got = fx.tick(0);
+    assert!(
+        !got.iter().any(|a| matches!(a, Action::StartPostgres(_))),
+        "started without knowing who leads: {got:?}"
+    );
+    // Once the store answers again (a lease) and shows b on timeline 2:
+    // rewind first.
+    fx.ha.lease = Some(Lease {
+        id: L,
+        valid_until: Some(at(VALID_MS)),
+    });
+    let got = fx.view(tl2_leader().revision(12));
+    assert_eq!(got.first(), Some(&rewind_from("b")), "{got:?}");
 }
 
 #[test]
