@@ -31,6 +31,7 @@ use crate::ha::{Action, ActionDone, ActionKind};
 use crate::ha::{Event, Ha, NodeInfo};
 use crate::ha::{HaConfig, MemberTags};
 use crate::postgres::{Postgres, StartSpec};
+use crate::status::{NodeStatus, StatusPublisher};
 use crate::store::Store;
 
 use actions::Configured;
@@ -59,14 +60,17 @@ pub struct AgentSpec {
 }
 
 /// Runs the HA loop until the core says to exit. Returns the core's error,
-/// if it gave one.
+/// if it gave one. After every call of the core it publishes the node's
+/// [`NodeStatus`] on `status` (for the REST API and `/metrics`).
 pub async fn run<P: Postgres + 'static>(
     store: Store,
     pg: Arc<P>,
     spec: AgentSpec,
     mut shutdown: watch::Receiver<bool>,
+    status: watch::Sender<NodeStatus>,
 ) -> Option<String> {
     let clock = BootClock;
+    let mut status = StatusPublisher::new(status);
     let mut ha = Ha::new(NodeInfo {
         name: spec.name.clone(),
         api_url: spec.api_url.clone(),
@@ -96,7 +100,9 @@ pub async fn run<P: Postgres + 'static>(
     ))];
     loop {
         for event in pending.drain(..) {
-            let actions = ha.handle(clock.now(), event);
+            let at = clock.now();
+            let actions = ha.handle(at, event);
+            status.publish(&ha, at);
             for action in actions {
                 if let Action::Exit { error } = action {
                     if let Some((_, t)) = pg_task.take() {

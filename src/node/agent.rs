@@ -11,6 +11,7 @@ use crate::agent::{self, AgentSpec};
 use crate::config::Config;
 use crate::ha::{sanitize_slot_name, HaConfig, MemberTags};
 use crate::postgres::{RealPostgres, StartSpec};
+use crate::status::NodeStatus;
 use crate::store::Store;
 
 /// The agent's settings from the node's file (the dynamic config comes from
@@ -62,11 +63,13 @@ pub fn spec(config: &Config) -> anyhow::Result<(AgentSpec, crate::config::Postgr
 }
 
 /// Checks the PostgreSQL setup (user, data dir owner, binaries) and starts
-/// the agent. A setup mistake is a start-up error.
+/// the agent, which publishes this node's status on `status`. A setup
+/// mistake is a start-up error.
 pub fn start(
     config: &Config,
     store: Store,
     shutdown: watch::Receiver<bool>,
+    status: watch::Sender<NodeStatus>,
 ) -> anyhow::Result<JoinHandle<Option<String>>> {
     let (spec, pg_config) = spec(config)?;
     let pg = RealPostgres::new(pg_config).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -75,5 +78,6 @@ pub fn start(
         Arc::new(pg),
         spec,
         shutdown,
+        status,
     )))
 }
