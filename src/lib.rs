@@ -15,6 +15,11 @@
 //!   trait, with a real implementation and an in-memory fake.
 //! - [`agent`] (data nodes only): the event loop that feeds the HA core
 //!   and carries out its actions on the store and PostgreSQL.
+//! - [`status`] (data nodes only): the agent's snapshot of this node
+//!   ([`status::NodeStatus`]), published after every pass of the core.
+//! - [`rest`] (data nodes only): the Patroni-compatible REST API (health
+//!   checks for HAProxy, status JSON, unsafe calls) and `/metrics`, read
+//!   from that snapshot and the store.
 //! - [`node`]: wiring: opens storage, starts Raft, bootstraps the cluster,
 //!   serves gRPC; used by both `pgkeel` and `pgkeel-witness`.
 //! - [`config`]: the YAML file of one node, validated on load.
@@ -38,4 +43,8 @@ pub mod node;
 pub mod pb;
 #[cfg(feature = "data-node")]
 pub mod postgres;
+#[cfg(feature = "data-node")]
+pub mod rest;
+#[cfg(feature = "data-node")]
+pub mod status;
 pub mod store;

@@ -487,3 +487,120 @@ fn a_hard_kill_right_after_a_handover_still_fails_over() {
     );
     tracing::info!(longest_gap = ?stats.longest_gap, "phase: promoted; writes resumed");
 }
+
+/// The REST API of a real 2 + witness cluster: the leader answers /primary
+/// and not /replica, the streaming replica the reverse; HEAD and OPTIONS
+/// carry no body; /cluster shows the witness; unsafe calls need
+/// credentials.
+#[test]
+fn rest_health_checks_follow_the_roles() {
+    let Some(_guard) = exclusive() else { return };
+    let (c, leader, _) = two_plus_witness_streaming();
+    let leader_file = c.file_of(&leader);
+    let replica_file = c
+        .names()
+        .into_iter()
+        .find(|n| *n != leader_file && !c.nodes[n].witness)
+        .expect("a replica");
+    let (primary_api, replica_api) = (c.rest_address(&leader_file), c.rest_address(&replica_file));
+    let code = |addr: &str, method: &str, path: &str| {
+        procs::http(addr, method, path, &[], "").map(|r| r.0)
+    };
+    tracing::info!(%primary_api, %replica_api, "phase: wait for both health checks to settle");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !(code(&primary_api, "GET", "/primary") == Some(200)
+        && code(&replica_api, "GET", "/replica") == Some(200))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "health checks never settled\n{}",
+            c.logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    tracing::info!("phase: every check on each role");
+    for (addr, path, want) in [
+        (&primary_api, "/primary", 200),
+        (&primary_api, "/", 200),
+        (&primary_api, "/leader", 200),
+        (&primary_api, "/replica", 503),
+        (&primary_api, "/read-only", 200),
+        (&primary_api, "/health", 200),
+        (&primary_api, "/liveness", 200),
+        (&primary_api, "/readiness", 200),
+        (&replica_api, "/primary", 503),
+        (&replica_api, "/replica", 200),
+        (&replica_api, "/replica?lag=1GB", 200),
+        (&replica_api, "/replica?replication_state=streaming", 200),
+        (&replica_api, "/replica?tag_nosuchtag=x", 503),
+        (&replica_api, "/read-only", 200),
+        (&replica_api, "/async", 200),
+        (&replica_api, "/health", 200),
+        (&replica_api, "/readiness", 200),
+    ] {
+        assert_eq!(code(addr, "GET", path), Some(want), "GET {path} on {addr}");
+    }
+    for (addr, path, want) in [
+        (&primary_api, "/primary", 200),
+        (&replica_api, "/primary", 503),
+        (&replica_api, "/replica", 200),
+    ] {
+        for method in ["HEAD", "OPTIONS"] {
+            let r = procs::http(addr, method, path, &[], "");
+            assert_eq!(r, Some((want, String::new())), "{method} {path} on {addr}");
+        }
+    }
+    let (_, body) = procs::http(&replica_api, "GET", "/cluster", &[], "").expect("/cluster");
+    let cluster: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    let roles: Vec<(String, String)> = cluster["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .map(|m| {
+            (
+                m["name"].as_str().unwrap_or("").to_string(),
+                m["role"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    assert!(
+        roles.contains(&(leader.clone(), "leader".to_string())),
+        "{cluster}"
+    );
+    assert!(
+        roles.contains(&("witness1".to_string(), "witness".to_string())),
+        "{cluster}"
+    );
+    let (code_metrics, metrics) =
+        procs::http(&primary_api, "GET", "/metrics", &[], "").expect("/metrics");
+    assert_eq!(code_metrics, 200);
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("patroni_primary{") && l.ends_with(" 1")),
+        "{metrics}"
+    );
+    tracing::info!("phase: unsafe calls without credentials change nothing");
+    let before = c.get(&leader_file, "config", true).expect("config");
+    let patch = r#"{"loop_wait":"2s"}"#;
+    let r = procs::http(&primary_api, "PATCH", "/config", &[], patch);
+    assert_eq!(r.map(|r| r.0), Some(401));
+    let wrong = [("Authorization", "Basic YWRtaW46d3Jvbmc=")]; // admin:wrong
+    let r = procs::http(&primary_api, "PATCH", "/config", &wrong, patch);
+    assert_eq!(r.map(|r| r.0), Some(401));
+    assert_eq!(c.get(&leader_file, "config", true).expect("config"), before);
+    tracing::info!("phase: with the example's credentials the patch lands in the store");
+    // admin:demo-rest-password-change-me
+    let right = [(
+        "Authorization",
+        "Basic YWRtaW46ZGVtby1yZXN0LXBhc3N3b3JkLWNoYW5nZS1tZQ==",
+    )];
+    let r = procs::http(&replica_api, "PATCH", "/config", &right, patch);
+    assert_eq!(r.as_ref().map(|r| r.0), Some(200), "{r:?}");
+    let after = c
+        .get(&leader_file, "config", true)
+        .expect("config")
+        .expect("a config");
+    let after: serde_json::Value = serde_json::from_str(&after).expect("JSON");
+    assert_eq!(after["loop_wait"], "2s", "{after}");
+}

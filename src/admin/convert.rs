@@ -47,10 +47,7 @@ pub fn members(
         .iter()
         .map(|r| {
             let is_leader = leader == Some(r.name.as_str());
-            let position = r
-                .received_location
-                .or(r.replayed_location)
-                .or(r.xlog_location);
+            let position = r.position();
             let lag_bytes = if is_leader {
                 Some(0)
             } else {

@@ -8,10 +8,11 @@ use tonic::{Request, Response, Status};
 use crate::consensus::handler::state_name;
 use crate::consensus::peer::StoreError;
 use crate::consensus::types::Expect;
+use crate::consensus::types::NodeId;
 use crate::pb::admin as pb;
 use crate::pb::admin::admin_server::{Admin, AdminServer};
 use crate::store::keys::{self, MemberRecord};
-use crate::store::{Consistency, Store};
+use crate::store::{Consistency, Store, VoterProbe};
 
 /// The admin service of one node.
 pub struct AdminService {
@@ -46,6 +47,51 @@ impl AdminService {
     }
 }
 
+/// This voter's view of Raft, and every voter's answer to a probe: what
+/// `pgkeelctl raft status`, the REST API's `/cluster` and `/metrics` show.
+#[derive(Debug, Clone)]
+pub struct RaftFacts {
+    pub node_id: NodeId,
+    pub node_name: String,
+    /// The Raft leader this voter knows of.
+    pub leader_id: Option<NodeId>,
+    pub leader_name: String,
+    pub term: u64,
+    pub last_applied: u64,
+    pub last_log_index: u64,
+    /// `leader`, `follower`, `candidate`, `learner` or `shutdown`.
+    pub state: &'static str,
+    /// Every voter, this one included, with its answer or why it gave none.
+    pub voters: Vec<VoterProbe>,
+    pub store_revision: u64,
+}
+
+/// Reads this voter's Raft metrics and probes every voter (each probe is
+/// bounded by the store's probe timeout).
+pub async fn raft_facts(store: &Store) -> RaftFacts {
+    let voters = store.probe_voters().await;
+    let m = store.raft().metrics().borrow().clone();
+    let name_of = |id: NodeId| {
+        m.membership_config
+            .membership()
+            .get_node(&id)
+            .map(|n| n.name.clone())
+            .unwrap_or_default()
+    };
+    RaftFacts {
+        node_id: m.id,
+        node_name: name_of(m.id),
+        leader_id: m.current_leader,
+        leader_name: m.current_leader.map(name_of).unwrap_or_default(),
+        term: m.current_term,
+        last_applied: m.last_applied.map(|l| l.index).unwrap_or(0),
+        last_log_index: m.last_log_index.unwrap_or(0),
+        state: state_name(m.state),
+        voters,
+        store_revision: store.state_machine().read(|s| s.revision),
+    }
+}
+
 /// Maps a store error to the gRPC status an operator's tool should show.
 fn store_status(e: StoreError) -> Status {
     match &e {
@@ -67,36 +113,20 @@ impl Admin for AdminService {
         &self,
         _req: Request<pb::RaftStatusRequest>,
     ) -> Result<Response<pb::RaftStatusReply>, Status> {
-        let probes = self.store.probe_voters().await;
-        let m = self.store.raft().metrics().borrow().clone();
-        let leader_name = m
-            .current_leader
-            .and_then(|id| {
-                m.membership_config
-                    .membership()
-                    .get_node(&id)
-                    .map(|n| n.name.clone())
-            })
-            .unwrap_or_default();
-        let own_name = m
-            .membership_config
-            .membership()
-            .get_node(&m.id)
-            .map(|n| n.name.clone())
-            .unwrap_or_default();
+        let f = raft_facts(&self.store).await;
         Ok(Response::new(pb::RaftStatusReply {
             scope: self.store.identity().scope.clone(),
             cluster_id: self.store.identity().cluster_id(),
-            node_id: m.id,
-            node_name: own_name,
-            leader_id: m.current_leader.unwrap_or(0),
-            leader_name,
-            term: m.current_term,
-            last_applied: m.last_applied.map(|l| l.index).unwrap_or(0),
-            last_log_index: m.last_log_index.unwrap_or(0),
-            state: state_name(m.state).to_string(),
-            voters: probes.into_iter().map(convert::voter).collect(),
-            store_revision: self.store.state_machine().read(|s| s.revision),
+            node_id: f.node_id,
+            node_name: f.node_name,
+            leader_id: f.leader_id.unwrap_or(0),
+            leader_name: f.leader_name,
+            term: f.term,
+            last_applied: f.last_applied,
+            last_log_index: f.last_log_index,
+            state: f.state.to_string(),
+            voters: f.voters.into_iter().map(convert::voter).collect(),
+            store_revision: f.store_revision,
         }))
     }
 

@@ -436,6 +436,8 @@ async fn probe<P: Postgres>(pg: &P, following: &Mutex<Configured>) -> Result<hv:
         pg::PgState::Running(r) => {
             out.running = true;
             out.timeline = Some(r.timeline);
+            out.server_version = Some(r.server_version_num);
+            out.pending_restart = r.pending_restart;
             out.replication = r
                 .replication
                 .iter()

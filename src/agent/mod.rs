@@ -33,6 +33,7 @@ use crate::ha::{Action, ActionDone, ActionKind};
 use crate::ha::{Event, Ha, NodeInfo};
 use crate::ha::{HaConfig, MemberTags};
 use crate::postgres::{Postgres, StartSpec};
+use crate::status::{NodeStatus, StatusPublisher};
 use crate::store::Store;
 
 use actions::Configured;
@@ -77,14 +78,17 @@ impl<P: Postgres + 'static> PositionSource for PositionAnswerer<P> {
 }
 
 /// Runs the HA loop until the core says to exit. Returns the core's error,
-/// if it gave one.
+/// if it gave one. After every call of the core it publishes the node's
+/// [`NodeStatus`] on `status` (for the REST API and `/metrics`).
 pub async fn run<P: Postgres + 'static>(
     store: Store,
     pg: Arc<P>,
     spec: AgentSpec,
     mut shutdown: watch::Receiver<bool>,
+    status: watch::Sender<NodeStatus>,
 ) -> Option<String> {
     let clock = BootClock;
+    let mut status = StatusPublisher::new(status);
     let mut ha = Ha::new(NodeInfo {
         name: spec.name.clone(),
         api_url: spec.api_url.clone(),
@@ -127,6 +131,7 @@ pub async fn run<P: Postgres + 'static>(
         for event in pending.drain(..) {
             let now = clock.now();
             let actions = ha.handle(now, event);
+            status.publish(&ha, now);
             let held = sync_fencer(&fencer, &ha, now);
             for action in actions {
                 if let Action::Exit { error } = action {

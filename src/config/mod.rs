@@ -36,7 +36,7 @@ use std::path::Path;
 pub use addr::PgListen;
 pub use bootstrap::{BootstrapConfig, DcsConfig, DcsPostgresql, InitdbOption, SynchronousMode};
 pub use error::{ConfigError, Problem};
-pub use node::{LogConfig, RestApiConfig, Tags, WatchdogConfig, WatchdogMode};
+pub use node::{LogConfig, RestApiConfig, RestAuthentication, Tags, WatchdogConfig, WatchdogMode};
 pub use postgresql::{Authentication, PgUser, PostgresqlConfig};
 pub use raft::{Peer, RaftConfig};
 pub use validate::check_timing;
@@ -144,6 +144,9 @@ pub fn parse(text: &str, origin: &str, kind: NodeKind) -> Result<Config, ConfigE
     let mut config: Config = serde_path_to_error::deserialize(deserializer)
         .map_err(|e| ConfigError::one(origin, error::from_serde(&e)))?;
     config.raft.load_secret_file();
+    if let Some(restapi) = config.restapi.as_mut() {
+        restapi.load_token_file();
+    }
     let problems = config.validate(kind);
     if problems.is_empty() {
         Ok(config)

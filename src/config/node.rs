@@ -11,8 +11,9 @@ use serde::Deserialize;
 
 use super::addr::{self, host_port_problem};
 use super::defaults;
+use super::raft::FileSecret;
 use super::validate::Problems;
-use super::value::Scalar;
+use super::value::{Scalar, Secret};
 
 /// Logging, shared by both binaries.
 #[derive(Clone, Debug, Deserialize)]
@@ -61,6 +62,28 @@ pub struct RestApiConfig {
     /// read it through [`RestApiConfig::connect_address`].
     #[serde(default)]
     pub connect_address: Option<String>,
+    /// Basic-auth credentials for the unsafe calls (POST, PATCH, PUT,
+    /// DELETE), as in Patroni's `restapi.authentication`.
+    #[serde(default)]
+    pub authentication: Option<RestAuthentication>,
+    /// A bearer token that also authorizes the unsafe calls. At most one of
+    /// `token` and `token_file`; read it through [`RestApiConfig::token`].
+    #[serde(default)]
+    pub token: Option<Secret>,
+    /// A file holding the bearer token, read once at load.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// What `token_file` held when the file was loaded.
+    #[serde(skip)]
+    file_token: FileSecret,
+}
+
+/// `restapi.authentication`: the user and password of HTTP basic auth.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestAuthentication {
+    pub username: String,
+    pub password: Secret,
 }
 
 impl Default for RestApiConfig {
@@ -68,6 +91,10 @@ impl Default for RestApiConfig {
         RestApiConfig {
             listen: defaults::RESTAPI_LISTEN,
             connect_address: None,
+            authentication: None,
+            token: None,
+            token_file: None,
+            file_token: FileSecret::NotRead,
         }
     }
 }
@@ -78,6 +105,21 @@ impl RestApiConfig {
         self.connect_address
             .clone()
             .unwrap_or_else(|| self.listen.to_string())
+    }
+
+    /// The bearer token, from `token` or from the contents of `token_file`.
+    pub fn token(&self) -> Option<&str> {
+        match (&self.token, &self.file_token) {
+            (Some(t), _) | (None, FileSecret::Read(t)) => Some(t.expose()),
+            _ => None,
+        }
+    }
+
+    /// Reads `token_file`; relative paths are taken from the working directory.
+    pub(crate) fn load_token_file(&mut self) {
+        if let Some(path) = &self.token_file {
+            self.file_token = FileSecret::read(path);
+        }
     }
 
     pub(crate) fn check(&self, p: &mut Problems) {
@@ -92,6 +134,70 @@ impl RestApiConfig {
                 ),
             ),
             None => {}
+        }
+        if let Some(auth) = &self.authentication {
+            if auth.username.trim().is_empty() {
+                p.add(
+                    "restapi.authentication.username",
+                    "is empty — name the user unsafe REST calls authenticate as, e.g. admin",
+                );
+            } else if auth.username.contains(':') {
+                p.add("restapi.authentication.username", format!("\"{}\" contains ':', which basic auth cannot carry — choose a name without it", auth.username));
+            }
+            let len = auth.password.expose().chars().count();
+            if len < defaults::MIN_SECRET_LEN {
+                p.add(
+                    "restapi.authentication.password",
+                    format!(
+                        "is {len} characters long — use at least {}",
+                        defaults::MIN_SECRET_LEN
+                    ),
+                );
+            }
+        }
+        self.check_token(p);
+    }
+
+    fn check_token(&self, p: &mut Problems) {
+        let min = defaults::MIN_SECRET_LEN;
+        match (&self.token, &self.token_file, &self.file_token) {
+            (Some(_), Some(_), _) => p.add(
+                "restapi.token_file",
+                "is set together with restapi.token — keep only one of the two",
+            ),
+            (Some(t), None, _) => {
+                let len = t.expose().chars().count();
+                if len < min {
+                    p.add(
+                        "restapi.token",
+                        format!("is {len} characters long — use at least {min}"),
+                    );
+                }
+            }
+            (None, Some(path), FileSecret::Read(t)) => {
+                let len = t.expose().chars().count();
+                if len < min {
+                    p.add(
+                        "restapi.token_file",
+                        format!(
+                            "{} holds {len} characters — put a token of at least {min} in it",
+                            path.display()
+                        ),
+                    );
+                }
+            }
+            (None, Some(path), FileSecret::Unreadable(e)) => p.add(
+                "restapi.token_file",
+                format!(
+                    "cannot read {}: {e} — create the file or fix the path",
+                    path.display()
+                ),
+            ),
+            (None, Some(_), FileSecret::NotRead) => p.add(
+                "restapi.token_file",
+                "was never read — load the file with config::load or config::parse",
+            ),
+            (None, None, _) => {}
         }
     }
 }

@@ -79,11 +79,23 @@ pub struct RaftConfig {
 /// The outcome of reading `secret_file`, kept so that `validate()` can report
 /// an unreadable file along with every other problem.
 #[derive(Clone, Debug, Default)]
-enum FileSecret {
+pub(crate) enum FileSecret {
     #[default]
     NotRead,
     Read(Secret),
     Unreadable(String),
+}
+
+impl FileSecret {
+    /// Reads a secret file, dropping the trailing newline editors add.
+    pub(crate) fn read(path: &std::path::Path) -> FileSecret {
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                FileSecret::Read(Secret::new(text.trim_end_matches(['\n', '\r']).to_owned()))
+            }
+            Err(e) => FileSecret::Unreadable(e.to_string()),
+        }
+    }
 }
 
 /// One initial Raft voter.
@@ -128,12 +140,7 @@ impl RaftConfig {
     /// Relative paths are taken from the working directory, like `data_dir`.
     pub(crate) fn load_secret_file(&mut self) {
         if let Some(path) = &self.secret_file {
-            self.file_secret = match std::fs::read_to_string(path) {
-                Ok(text) => {
-                    FileSecret::Read(Secret::new(text.trim_end_matches(['\n', '\r']).to_owned()))
-                }
-                Err(e) => FileSecret::Unreadable(e.to_string()),
-            };
+            self.file_secret = FileSecret::read(path);
         }
     }
 

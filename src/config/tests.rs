@@ -138,6 +138,12 @@ fn bad_cases() -> Vec<(&'static str, NodeKind, String, &'static str, &'static st
         ("tag of the wrong type", Data, format!("{DATA}tags: {{ nofailover: yes }}\n"), "tags.nofailover", "write true or false"),
         ("pg wildcard without connect_address", Data, edit(DATA, "listen: 127.0.0.1:5433", "listen: '*:5433'"), "postgresql.connect_address", "set it to this host's address"),
         ("restapi bad connect_address", Data, format!("{DATA}restapi: {{ connect_address: 'node1' }}\n"), "restapi.connect_address", "write it like 10.0.0.1:8008"),
+        ("restapi empty username", Data, format!("{DATA}restapi: {{ authentication: {{ username: '', password: 0123456789abcdef }} }}\n"), "restapi.authentication.username", "name the user"),
+        ("restapi short password", Data, format!("{DATA}restapi: {{ authentication: {{ username: admin, password: short }} }}\n"), "restapi.authentication.password", "use at least 16"),
+        ("restapi auth without password", Data, format!("{DATA}restapi: {{ authentication: {{ username: admin }} }}\n"), "restapi.authentication.password", "is required"),
+        ("restapi short token", Data, format!("{DATA}restapi: {{ token: short }}\n"), "restapi.token", "use at least 16"),
+        ("restapi two tokens", Data, format!("{DATA}restapi: {{ token: 0123456789abcdef, token_file: /nonexistent }}\n"), "restapi.token_file", "keep only one"),
+        ("restapi unreadable token file", Data, format!("{DATA}restapi: {{ token_file: /nonexistent/pgkeel-token }}\n"), "restapi.token_file", "cannot read /nonexistent/pgkeel-token"),
         ("log filter", Data, edit(DATA, "name: node1\n", "name: node1\nlog: { level: 'info,[' }\n"), "log.level", "write e.g. info"),
     ]
 }
@@ -495,4 +501,22 @@ fn example_files_load() {
             dir.display()
         );
     }
+}
+
+#[test]
+fn restapi_credentials_load_from_the_file_and_a_token_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let token_path = dir.path().join("token");
+    std::fs::write(&token_path, "0123456789abcdef-token\n").unwrap();
+    let text = format!(
+        "{DATA}restapi: {{ authentication: {{ username: admin, password: 0123456789abcdef }}, token_file: {} }}\n",
+        token_path.display()
+    );
+    let config = parse(&text, "node1.yaml", NodeKind::Data).expect("valid");
+    let rest = config.restapi();
+    assert_eq!(rest.token(), Some("0123456789abcdef-token"));
+    let auth = rest.authentication.as_ref().expect("authentication");
+    assert_eq!(auth.username, "admin");
+    assert_eq!(auth.password.expose(), "0123456789abcdef");
+    assert!(!format!("{rest:?}").contains("0123456789abcdef"));
 }

@@ -349,6 +349,28 @@ impl Ha {
         self.leader_revision.is_some() && self.lease.is_some_and(|l| l.is_valid(now))
     }
 
+    /// Whether this node believes it holds the leader key (valid lease or
+    /// not: [`Ha::holds_leader`] adds that).
+    pub fn holds_leader_key(&self) -> bool {
+        self.leader_revision.is_some()
+    }
+
+    /// Whether an action of `kind` is out with the driver.
+    pub fn in_flight(&self, kind: ActionKind) -> bool {
+        self.inflight.contains_key(&kind)
+    }
+
+    /// The observed PostgreSQL (the last probe, patched with later known
+    /// effects); `None` before the first probe.
+    pub fn pg(&self) -> Option<&PgState> {
+        self.pg.as_ref()
+    }
+
+    /// The last store view; `None` before the first one.
+    pub fn view(&self) -> Option<&ClusterView> {
+        self.view.as_ref()
+    }
+
     /// This node's replication slot name.
     pub fn slot_name(&self) -> &str {
         &self.slot

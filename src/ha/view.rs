@@ -292,6 +292,10 @@ pub struct PgState {
     /// leader's, it may have written past the fork point: rewind before
     /// its first start.
     pub was_primary: bool,
+    /// `server_version_num` while the server answers (shown by the REST API).
+    pub server_version: Option<u32>,
+    /// `pg_settings.pending_restart` while the server answers.
+    pub pending_restart: bool,
 }
 
 impl PgState {

@@ -12,6 +12,7 @@ use crate::config::Config;
 use crate::consensus::handler::RaftPeerHandler;
 use crate::ha::{sanitize_slot_name, HaConfig, MemberTags};
 use crate::postgres::{RealPostgres, StartSpec};
+use crate::status::NodeStatus;
 use crate::store::Store;
 
 /// The agent's settings from the node's file (the dynamic config comes from
@@ -72,14 +73,16 @@ pub fn spec(config: &Config) -> anyhow::Result<(AgentSpec, crate::config::Postgr
 }
 
 /// Checks the PostgreSQL setup (user, data dir owner, binaries) and starts
-/// the agent. A setup mistake is a start-up error.
-/// Also lets peers ask this node's position (the `handler` answers
-/// candidates' questions from this node's PostgreSQL).
+/// the agent, which publishes this node's status on `status`, and lets
+/// peers ask this node's position (the `handler` answers candidates'
+/// questions from this node's PostgreSQL). A setup mistake is a start-up
+/// error.
 pub fn start(
     config: &Config,
     store: Store,
     handler: &RaftPeerHandler,
     shutdown: watch::Receiver<bool>,
+    status: watch::Sender<NodeStatus>,
 ) -> anyhow::Result<JoinHandle<Option<String>>> {
     let (spec, pg_config) = spec(config)?;
     let pg = Arc::new(RealPostgres::new(pg_config).map_err(|e| anyhow::anyhow!("{e}"))?);
@@ -87,5 +90,5 @@ pub fn start(
         name: spec.name.clone(),
         pg: pg.clone(),
     }));
-    Ok(tokio::spawn(agent::run(store, pg, spec, shutdown)))
+    Ok(tokio::spawn(agent::run(store, pg, spec, shutdown, status)))
 }

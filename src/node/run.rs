@@ -65,6 +65,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let listener = TcpListener::bind(listen).await.with_context(|| {
         format!("cannot listen on raft.listen {listen}; is another process using it?")
     })?;
+    #[cfg(feature = "data-node")]
+    let rest_listener = match config.postgresql.is_some() {
+        true => Some(crate::rest::bind(config.restapi().listen).await?),
+        false => None,
+    };
     let spec = spec(&config)?;
     let token = spec.secret.clone();
     let voter = Voter::start(spec).await?;
@@ -88,14 +93,25 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     ));
     let (agent_stop, agent_stop_rx) = tokio::sync::watch::channel(false);
     #[cfg(feature = "data-node")]
-    let mut agent = match config.postgresql.is_some() {
-        true => Some(super::agent::start(
-            &config,
-            voter.store.clone(),
-            &voter.handler,
-            agent_stop_rx,
-        )?),
-        false => None,
+    let (mut agent, rest) = match rest_listener {
+        Some(listener) => {
+            let (status_tx, status_rx) = tokio::sync::watch::channel(Default::default());
+            let agent = super::agent::start(
+                &config,
+                voter.store.clone(),
+                &voter.handler,
+                agent_stop_rx,
+                status_tx,
+            )?;
+            let state =
+                crate::rest::RestState::from_config(&config, voter.store.clone(), status_rx);
+            tracing::info!(listen = %config.restapi().listen, "REST API running");
+            (
+                Some(agent),
+                Some(crate::rest::RestServer::start(listener, state)),
+            )
+        }
+        None => (None, None),
     };
     #[cfg(not(feature = "data-node"))]
     let mut agent: Option<tokio::task::JoinHandle<Option<String>>> = {
@@ -129,6 +145,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         }
     }
     tracing::info!("shutting down");
+    #[cfg(feature = "data-node")]
+    if let Some(rest) = rest {
+        if let Err(e) = rest.stop().await {
+            tracing::warn!("{e}");
+        }
+    }
     let _ = stop_grpc.send(());
     let served = server.await;
     voter.stop().await;

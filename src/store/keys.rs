@@ -62,6 +62,14 @@ impl MemberRecord {
             .trim_start_matches("postgres://")
             .trim_end_matches('/')
     }
+
+    /// The furthest WAL position it published: received, else replayed
+    /// (a standby), else its write position (a primary).
+    pub fn position(&self) -> Option<u64> {
+        self.received_location
+            .or(self.replayed_location)
+            .or(self.xlog_location)
+    }
 }
 
 /// The value of [`STATUS`].
@@ -81,6 +89,23 @@ pub struct InitializeRecord {
     pub owner: String,
     /// PostgreSQL's system identifier once initdb ran.
     pub sysid: Option<String>,
+}
+
+/// One timeline switch. The value of [`HISTORY`] is a JSON array of these,
+/// oldest first; the HA layer appends one after each promotion.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HistoryRecord {
+    /// The timeline that ended (as in PostgreSQL's `.history` files).
+    pub timeline: u32,
+    /// The WAL position where the new timeline forked off.
+    pub lsn: u64,
+    /// Why: `failover`, `switchover`, or PostgreSQL's own wording.
+    pub reason: String,
+    /// When the new timeline began, RFC 3339 (wall clock, for people only).
+    pub time: String,
+    /// The member promoted onto the new timeline.
+    pub new_leader: String,
 }
 
 /// Decodes a record; a malformed value from the store is an error string,

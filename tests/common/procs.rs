@@ -170,6 +170,16 @@ impl ProcCluster {
         }
     }
 
+    /// `host:port` of a data node's REST API (its rewritten `restapi.listen`).
+    pub fn rest_address(&self, file: &str) -> String {
+        let text = std::fs::read_to_string(&self.nodes[file].config).expect("config");
+        let yaml: serde_norway::Value = serde_norway::from_str(&text).expect("config parses");
+        yaml["restapi"]["listen"]
+            .as_str()
+            .expect("restapi.listen")
+            .to_string()
+    }
+
     /// `pgkeelctl list --format json` through `via`.
     pub fn list(&self, via: &str) -> Option<serde_json::Value> {
         let out = self.ctl(via, &["--format", "json", "list"]);
@@ -413,4 +423,34 @@ impl Drop for ProcCluster {
             self.kill9(&name);
         }
     }
+}
+
+/// One HTTP/1.1 request over a fresh connection: the status code and the
+/// body (`None` when the server is not reachable or answers garbage).
+pub fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    stream.write_all(req.as_bytes()).ok()?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).ok()?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let code = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((code, body.to_string()))
 }
