@@ -3,15 +3,29 @@
 //! nothing. Needs root (PostgreSQL runs as `postgres`).
 //!
 //! ```text
-//! cargo bench --bench pg_bench
+//! cargo bench --bench pg_bench                  # every part
+//! cargo bench --bench pg_bench -- hardkill soak # some parts: basics, hardkill, soak
 //! ```
 //!
 //! - bootstrap: empty data dirs → one primary and a streaming replica;
 //! - SIGTERM handover: the longest gap between two acknowledged writes of a
 //!   client writing every 10 ms through a multi-host DSN
 //!   (`target_session_attrs=read-write`), median of 5 handovers;
-//! - idle RSS and CPU of every pgkeel process over 10 s.
+//! - idle RSS and CPU of every pgkeel process over 10 s;
+//! - hard kill of the primary node (kill -9 of its pgkeel; its postmaster
+//!   follows) at a random moment of the 1 s keepalive cycle, at TTL 5 s
+//!   (the default), 10 s and 30 s, 3 runs each: the longest write gap
+//!   through the multi-host DSN, the time until `list` shows another
+//!   member as the running leader, and how long the restarted old primary
+//!   takes to stream again; medians;
+//! - stall soak: 10 stalls of 2 s (iptables drops on loopback of every
+//!   packet to, from and by one node's gRPC connections; primary node,
+//!   replica node and witness in turn, 4 s apart), counting changes of the
+//!   PostgreSQL leader or its timeline (false failovers) and of the Raft
+//!   leader. Prints a loud SKIP where iptables is unusable.
 
+#[path = "../tests/common/netstall.rs"]
+mod netstall;
 #[path = "../tests/common/procs.rs"]
 #[allow(dead_code)]
 mod procs;
@@ -40,11 +54,205 @@ fn proc_stat(pid: u32) -> (u64, u64) {
     (ticks, rss)
 }
 
+const SUPERUSER_PASSWORD: &str = "demo-superuser-password";
+
 fn main() {
     if unsafe { libc::geteuid() } != 0 {
         eprintln!("SKIPPED: pg_bench needs root (PostgreSQL runs as `postgres`)");
         return;
     }
+    let parts: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let want = |p: &str| parts.is_empty() || parts.iter().any(|x| x == p);
+    if want("basics") {
+        basics();
+    }
+    if want("hardkill") {
+        for ttl in [5, 10, 30] {
+            hard_kills(Duration::from_secs(ttl), 3);
+        }
+    }
+    if want("soak") {
+        stall_soak(10, Duration::from_secs(2), Duration::from_secs(4));
+    }
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v.get(v.len() / 2).copied().unwrap_or_default()
+}
+
+/// A two-plus-witness cluster with `ttl`, started and streaming.
+fn started(ttl: Duration) -> (ProcCluster, String, Vec<String>) {
+    let mut c = ProcCluster::from_example("two-plus-witness");
+    c.set_ttl(ttl);
+    c.start_all();
+    let (leader, hosts) = c.wait_streaming(2, Duration::from_secs(120));
+    (c, leader, hosts.into_values().collect())
+}
+
+/// Hard loss of the primary node at a random moment of the keepalive
+/// cycle: kill -9 of its pgkeel (the postmaster follows by its
+/// parent-death signal).
+fn hard_kills(ttl: Duration, runs: usize) {
+    let (mut c, mut leader, hosts) = started(ttl);
+    let dsn = writeloop::dsn(&hosts, SUPERUSER_PASSWORD);
+    let (mut gaps, mut to_leader, mut rejoins) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 1..=runs {
+        let writes = writeloop::WriteLoop::start(
+            dsn.clone(),
+            Duration::from_millis(10),
+            1_000_000,
+            ttl + Duration::from_secs(120),
+        );
+        if !writes.wait_for_more(20, Duration::from_secs(30)) {
+            println!("hard kill ttl {ttl:?} {round}: the write loop never wrote; skipped");
+            continue;
+        }
+        // A random offset within the 1 s keepalive cycle.
+        std::thread::sleep(Duration::from_millis(u64::from(rand_u16()) % 1_000));
+        let file = c.file_of(&leader);
+        let killed = Instant::now();
+        c.kill9(&file);
+        let new_leader = c.wait_new_leader(&leader, &[], ttl * 3 + Duration::from_secs(30));
+        let elected = killed.elapsed();
+        if !writes.wait_for_more(100, Duration::from_secs(60)) {
+            println!("hard kill ttl {ttl:?} {round}: writes did not resume within 60 s");
+        }
+        let stats = writes.finish();
+        let restarted = Instant::now();
+        c.start(&file);
+        c.wait_streaming(2, Duration::from_secs(180));
+        let rejoin = restarted.elapsed();
+        println!(
+            "hard kill ttl {:>2} s run {round}: {leader} killed -> {new_leader} listed leader after {:.3} s; longest write gap {:.3} s ({} writes, {} failed attempts); old primary streaming {:.2} s after its restart",
+            ttl.as_secs(),
+            elected.as_secs_f64(),
+            stats.longest_gap.as_secs_f64(),
+            stats.acked.len(),
+            stats.failures,
+            rejoin.as_secs_f64()
+        );
+        gaps.push(stats.longest_gap);
+        to_leader.push(elected);
+        rejoins.push(rejoin);
+        leader = new_leader;
+    }
+    println!(
+        "hard kill of the primary at ttl {} s, median of {}: write downtime {:.3} s, new leader listed after {:.3} s, old primary rejoined (streaming) {:.2} s after restart",
+        ttl.as_secs(),
+        gaps.len(),
+        median(gaps).as_secs_f64(),
+        median(to_leader).as_secs_f64(),
+        median(rejoins).as_secs_f64()
+    );
+}
+
+/// The PostgreSQL leader, its timeline and the Raft leader, asked through
+/// a node that is not stalled.
+fn observe(c: &ProcCluster, stalled: &str) -> (Option<(String, Option<u64>)>, Option<String>) {
+    let pg = c.running_leader(&[stalled]);
+    let raft = c
+        .names()
+        .iter()
+        .filter(|n| n.as_str() != stalled)
+        .find_map(|n| c.status(n))
+        .and_then(|s| s["leader"].as_str().map(str::to_string));
+    (pg, raft)
+}
+
+/// Repeated short stalls of one node at a time; none should move the
+/// leader key or the timeline.
+fn stall_soak(stalls: usize, stall: Duration, between: Duration) {
+    if let Some(why) = netstall::unusable() {
+        println!("SKIP SKIP SKIP: stall soak not run: {why}");
+        return;
+    }
+    let (c, leader, hosts) = started(Duration::from_secs(5));
+    let writes = writeloop::WriteLoop::start(
+        writeloop::dsn(&hosts, SUPERUSER_PASSWORD),
+        Duration::from_millis(10),
+        10_000_000,
+        (stall + between) * u32::try_from(stalls).unwrap_or(u32::MAX) + Duration::from_secs(60),
+    );
+    writes.wait_for_more(20, Duration::from_secs(30));
+    let leader_file = c.file_of(&leader);
+    let mut targets: Vec<String> = vec![leader_file.clone()];
+    targets.extend(c.names().into_iter().filter(|n| *n != leader_file));
+    let ports: Vec<u16> = c.names().iter().map(|n| c.grpc_port(n)).collect();
+    let (first_pg, first_raft) = observe(&c, "");
+    let mut last_pg = first_pg.clone();
+    let mut last_raft = first_raft.clone();
+    let (mut pg_changes, mut tl_changes, mut raft_changes) = (0, 0, 0);
+    let started = Instant::now();
+    let mut watch = |stalled: &str, for_: Duration| {
+        let until = Instant::now() + for_;
+        while Instant::now() < until {
+            let (pg, raft) = observe(&c, stalled);
+            if let (Some((name, tl)), Some((last_name, last_tl))) = (&pg, &last_pg) {
+                if name != last_name {
+                    pg_changes += 1;
+                    println!("  false failover: leader {last_name} -> {name}");
+                }
+                if tl != last_tl {
+                    tl_changes += 1;
+                    println!("  timeline change: {last_tl:?} -> {tl:?}");
+                }
+            }
+            if let (Some(r), Some(lr)) = (&raft, &last_raft) {
+                if r != lr {
+                    raft_changes += 1;
+                }
+            }
+            last_pg = pg.or(last_pg.take());
+            last_raft = raft.or(last_raft.take());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    for i in 0..stalls {
+        let target = &targets[i % targets.len()];
+        let own = c.grpc_port(target);
+        let peers: Vec<u16> = ports.iter().copied().filter(|p| *p != own).collect();
+        let guard = match netstall::Stall::node(own, c.pid(target).unwrap_or(0), &peers) {
+            Ok(g) => g,
+            Err(e) => {
+                println!("SKIP SKIP SKIP: stall soak stopped: {e}");
+                return;
+            }
+        };
+        println!(
+            "stall {}: {target} cut off for {stall:?} ({} iptables rules)",
+            i + 1,
+            guard.rules()
+        );
+        watch(target, stall);
+        drop(guard);
+        watch("", between);
+    }
+    let stats = writes.finish();
+    if pg_changes + tl_changes > 0 {
+        let keep = std::env::temp_dir().join(format!("pg_bench-soak-{}", std::process::id()));
+        if std::fs::create_dir_all(&keep).is_ok() {
+            for n in c.nodes.values() {
+                let _ = std::fs::copy(&n.log, keep.join(format!("{}.log", n.name)));
+            }
+            println!("  node logs kept in {}", keep.display());
+        }
+    }
+    println!(
+        "stall soak: {stalls} stalls of {:.1} s over {:.0} s: {pg_changes} false failovers (leader changes), {tl_changes} timeline changes, {raft_changes} Raft leader changes; longest write gap {:.3} s ({} writes, {} failed attempts); leader {first_pg:?} -> {last_pg:?}",
+        stall.as_secs_f64(),
+        started.elapsed().as_secs_f64(),
+        stats.longest_gap.as_secs_f64(),
+        stats.acked.len(),
+        stats.failures
+    );
+}
+
+/// Bootstrap, idle cost, SIGTERM handovers.
+fn basics() {
     let mut c = ProcCluster::from_example("two-plus-witness");
     let t = Instant::now();
     c.start_all();
@@ -72,7 +280,7 @@ fn main() {
     }
 
     let all: Vec<String> = hosts.values().cloned().collect();
-    let dsn = writeloop::dsn(&all, "demo-superuser-password");
+    let dsn = writeloop::dsn(&all, SUPERUSER_PASSWORD);
     let mut gaps = Vec::new();
     for round in 1..=5 {
         let writes = writeloop::WriteLoop::start(
@@ -103,45 +311,6 @@ fn main() {
     println!(
         "SIGTERM handover write gap, median of 5: {:.3} s",
         gaps[2].as_secs_f64()
-    );
-
-    // Hard loss of the primary node: kill -9 of its pgkeel (the postmaster
-    // follows by its parent-death signal) at a random moment of the
-    // keepalive cycle, default TTL.
-    let mut downtimes = Vec::new();
-    for round in 1..=3 {
-        let writes = writeloop::WriteLoop::start(
-            dsn.clone(),
-            Duration::from_millis(10),
-            1_000_000,
-            Duration::from_secs(120),
-        );
-        // A random offset within the 1 s keepalive cycle.
-        let jitter = Duration::from_millis(1_000 + u64::from(rand_u16()) % 1_000);
-        std::thread::sleep(jitter);
-        let file = c.file_of(&leader);
-        let killed = Instant::now();
-        c.kill9(&file);
-        if !writes.wait_for_more(100, Duration::from_secs(60)) {
-            println!("hard kill {round}: writes did not resume within 60 s");
-        }
-        let stats = writes.finish();
-        let restarted = Instant::now();
-        c.start(&file);
-        let (new_leader, _) = c.wait_streaming(2, Duration::from_secs(120));
-        println!(
-            "hard kill {round}: {leader} killed -> {new_leader}: longest write gap {:.3} s; old primary streaming again {:.1} s after its restart (run took {:.1} s)",
-            stats.longest_gap.as_secs_f64(),
-            restarted.elapsed().as_secs_f64(),
-            killed.elapsed().as_secs_f64()
-        );
-        downtimes.push(stats.longest_gap);
-        leader = new_leader;
-    }
-    downtimes.sort();
-    println!(
-        "hard kill of the primary, write downtime at the default TTL, median of 3: {:.3} s",
-        downtimes[1].as_secs_f64()
     );
 }
 

@@ -8,6 +8,8 @@ need_pkgs=()
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then need_pkgs+=(postgresql); fi
 # ip netns / veth for the network-fault tests.
 if ! command -v ip >/dev/null 2>&1; then need_pkgs+=(iproute2); fi
+# iptables for the network stalls of the fault tiers and the stall soak.
+if ! command -v iptables >/dev/null 2>&1; then need_pkgs+=(iptables); fi
 # A C compiler for crates with C parts.
 if ! command -v cc >/dev/null 2>&1; then need_pkgs+=(build-essential); fi
 

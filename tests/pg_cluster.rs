@@ -9,100 +9,17 @@
 #[path = "common/procs.rs"]
 #[allow(dead_code)]
 mod procs;
+#[path = "common/realpg.rs"]
+#[allow(dead_code)]
+mod realpg;
 #[path = "common/writeloop.rs"]
 #[allow(dead_code)]
 mod writeloop;
 
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use procs::ProcCluster;
-
-/// One real-PostgreSQL cluster at a time: two cores.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-const SUPERUSER_PASSWORD: &str = "demo-superuser-password";
-
-fn init_tracing() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter("info")
-        .with_test_writer()
-        .try_init();
-}
-
-fn can_run() -> bool {
-    let root = unsafe { libc::geteuid() } == 0;
-    let bins = pgkeel::postgres::find_bin_dir(None).is_ok();
-    if !root || !bins {
-        eprintln!(
-            "SKIPPED: real-PostgreSQL cluster tests need root (PostgreSQL runs as `postgres`) and the server binaries; root={root} binaries={bins}"
-        );
-        return false;
-    }
-    true
-}
-
-/// Prepares a real-PostgreSQL test: tracing, the root check (None after a
-/// loud SKIPPED line), and the lock that runs one cluster at a time.
-fn exclusive() -> Option<std::sync::MutexGuard<'static, ()>> {
-    init_tracing();
-    if !can_run() {
-        return None;
-    }
-    Some(SERIAL.lock().unwrap_or_else(|e| e.into_inner()))
-}
-
-/// The 2 data nodes + witness example, started and streaming: the cluster,
-/// the leader's member name, and every data member's PostgreSQL host:port.
-fn two_plus_witness_streaming() -> (
-    ProcCluster,
-    String,
-    std::collections::BTreeMap<String, String>,
-) {
-    let mut c = ProcCluster::from_example("two-plus-witness");
-    c.start_all();
-    let (leader, hosts) = c.wait_streaming(2, Duration::from_secs(90));
-    (c, leader, hosts)
-}
-
-fn sql(rt: &tokio::runtime::Runtime, host: &str, query: &str) -> Result<Vec<i64>, String> {
-    let (h, p) = host.rsplit_once(':').ok_or("bad host")?;
-    let conn = format!("host={h} port={p} user=postgres password={SUPERUSER_PASSWORD} dbname=postgres connect_timeout=3");
-    rt.block_on(async {
-        let (client, connection) = tokio_postgres::connect(&conn, tokio_postgres::NoTls)
-            .await
-            .map_err(|e| e.to_string())?;
-        tokio::spawn(connection);
-        let rows = client
-            .simple_query(query)
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok(rows
-            .iter()
-            .filter_map(|m| match m {
-                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).and_then(|v| v.parse().ok()),
-                _ => None,
-            })
-            .collect())
-    })
-}
-
-fn wait_rows(rt: &tokio::runtime::Runtime, host: &str, want: i64, c: &ProcCluster) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(v) = sql(rt, host, "select count(*) from t") {
-            if v.first() == Some(&want) {
-                return;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{host} never showed {want} rows\n{}",
-            c.logs()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
+use realpg::{exclusive, sql, two_plus_witness_streaming, wait_rows, SUPERUSER_PASSWORD};
 
 fn clones(c: &ProcCluster, file: &str) -> usize {
     std::fs::read_to_string(&c.nodes[file].log)
@@ -181,32 +98,7 @@ fn bootstrap_replicate_restart_handover(example: &str, data_members: usize, reve
     );
     let stopped = Instant::now();
     c.sigterm(&leader_file);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let new_leader = loop {
-        let via = c
-            .nodes
-            .values()
-            .find(|n| n.name != leader_file && !n.witness)
-            .map(|n| n.name.clone())
-            .unwrap();
-        if let Some(list) = c.list(&via) {
-            if let Some(m) = list["members"].as_array().and_then(|ms| {
-                ms.iter()
-                    .find(|m| m["role"] == "leader" && m["state"] == "running")
-            }) {
-                let name = m["name"].as_str().unwrap_or_default().to_string();
-                if name != leader {
-                    break name;
-                }
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no replica took over within 30 s\n{}",
-            c.logs()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let new_leader = c.wait_new_leader(&leader, &[], Duration::from_secs(30));
     assert!(
         writes.wait_for_more(50, Duration::from_secs(30)),
         "writes did not resume on {new_leader}\n{}",
@@ -278,8 +170,10 @@ fn a_data_dir_owned_by_another_user_is_refused_with_one_sentence() {
 
 /// A hard loss of the primary's agent (kill -9): its postmaster dies with
 /// it (parent-death signal), the lease expires on the Raft leader's clock,
-/// a replica is promoted and writes through the multi-host DSN resume.
-/// (Rejoining the killed node is the next test.)
+/// a replica is promoted and writes through the multi-host DSN resume; the
+/// old primary's address refuses writes, and the agent, restarted, brings
+/// its node back as a standby on the new timeline. (The next test forces
+/// the divergence that needs pg_rewind.)
 #[test]
 fn kill_9_of_the_primary_agent_fails_over_and_its_postgres_dies_with_it() {
     let Some(_serial) = exclusive() else {
@@ -329,6 +223,22 @@ fn kill_9_of_the_primary_agent_fails_over_and_its_postgres_dies_with_it() {
         longest_gap = ?stats.longest_gap,
         acked = stats.acked.len(),
         "phase: writes resumed on the promoted replica"
+    );
+    let rt = realpg::runtime();
+    assert!(
+        !realpg::writable(&rt, &hosts[&leader]),
+        "the old primary's address still accepts writes"
+    );
+    tracing::info!("phase: restart the killed agent; it rejoins as a standby");
+    c.start(&leader_file);
+    let (now_leader, _) = c.wait_streaming(2, Duration::from_secs(90));
+    assert_eq!(now_leader, survivor);
+    let timelines = c.timelines(&c.file_of(&survivor));
+    assert_eq!(timelines[&leader], timelines[&survivor], "{timelines:?}");
+    assert_eq!(
+        realpg::writable_hosts(&rt, &hosts),
+        [survivor],
+        "exactly the new primary accepts writes"
     );
 }
 

@@ -276,6 +276,114 @@ impl ProcCluster {
         self.nodes[name].child.as_ref().map(Child::id)
     }
 
+    /// The PID of the node's postmaster: the first line of its
+    /// `postmaster.pid`, when that file exists and names a live process.
+    pub fn postmaster_pid(&self, file: &str) -> Option<i32> {
+        let text = std::fs::read_to_string(self.pg_data_dir(file).join("postmaster.pid")).ok()?;
+        let pid: i32 = text.lines().next()?.trim().parse().ok()?;
+        // SAFETY: kill(pid, 0) only checks that the process exists.
+        (pid > 0 && unsafe { libc::kill(pid, 0) } == 0).then_some(pid)
+    }
+
+    /// Sends `signal` (SIGSTOP, SIGCONT, ...) to the node's pgkeel process.
+    pub fn signal(&self, name: &str, signal: i32) {
+        if let Some(pid) = self.pid(name).and_then(|p| i32::try_from(p).ok()) {
+            tracing::info!(name, pid, signal, "signal");
+            // SAFETY: kill(2) on the PID of our own child, not yet reaped.
+            unsafe {
+                libc::kill(pid, signal);
+            }
+        }
+    }
+
+    /// Replaces one `key: value` line of the node's config file (the first
+    /// line whose key, commented out or not, is `key`); effective from the
+    /// node's next start.
+    pub fn set_config_line(&self, file: &str, key: &str, value: &str) {
+        let path = &self.nodes[file].config;
+        let text = std::fs::read_to_string(path).expect("read config");
+        let pat = format!("{key}:");
+        let mut done = false;
+        let lines: Vec<String> = text
+            .lines()
+            .map(|l| {
+                let body = l.trim_start().trim_start_matches("# ");
+                if !done && body.starts_with(&pat) {
+                    done = true;
+                    let indent = &l[..l.len() - l.trim_start().len()];
+                    format!("{indent}{key}: {value}")
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect();
+        assert!(done, "{} has no `{key}:` line", path.display());
+        std::fs::write(path, lines.join("\n") + "\n").expect("write config");
+    }
+
+    /// Sets `bootstrap.dcs.ttl` in every node's file: before the first
+    /// start, since only the bootstrapping node's copy reaches the store.
+    pub fn set_ttl(&self, ttl: Duration) {
+        for name in self.names().into_iter().filter(|n| !self.nodes[n].witness) {
+            self.set_config_line(&name, "ttl", &format!("{}ms", ttl.as_millis()));
+        }
+    }
+
+    /// The gRPC port of a node (its `raft.listen`).
+    pub fn grpc_port(&self, name: &str) -> u16 {
+        self.nodes[name]
+            .endpoint
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse().ok())
+            .expect("raft.listen has a port")
+    }
+
+    /// The leader `list` shows as running, asked through any running data
+    /// node but `except` (a stopped or stalled one would not answer).
+    pub fn running_leader(&self, except: &[&str]) -> Option<(String, Option<u64>)> {
+        self.nodes
+            .values()
+            .filter(|n| n.child.is_some() && !n.witness && !except.contains(&n.name.as_str()))
+            .find_map(|n| {
+                let list = self.list(&n.name)?;
+                let m = list["members"]
+                    .as_array()?
+                    .iter()
+                    .find(|m| m["role"] == "leader" && m["state"] == "running")?;
+                Some((m["name"].as_str()?.to_string(), m["timeline"].as_u64()))
+            })
+    }
+
+    /// Waits until a member other than `old` is listed as the running
+    /// leader; returns it.
+    pub fn wait_new_leader(&self, old: &str, except: &[&str], within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some((name, _)) = self.running_leader(except) {
+                if name != old {
+                    return name;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no member but {old} became leader within {within:?}\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Each data member's timeline as `list` through `via` shows it.
+    pub fn timelines(&self, via: &str) -> BTreeMap<String, Option<u64>> {
+        self.list(via)
+            .and_then(|l| l["members"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter(|m| m["role"] != "witness")
+            .filter_map(|m| Some((m["name"].as_str()?.to_string(), m["timeline"].as_u64())))
+            .collect()
+    }
+
     /// SIGKILL, as a crash or an OOM kill would.
     pub fn kill9(&mut self, name: &str) {
         let node = self.nodes.get_mut(name).expect("node");
