@@ -32,7 +32,15 @@ use super::PgError;
 
 /// Environment variables passed through to PostgreSQL programs; everything
 /// else (a stray `PGDATA`, `PGPORT`, `PGPASSWORD`) is dropped.
-const PASS_ENV: [&str; 3] = ["LANG", "LC_ALL", "TZ"];
+/// `PG_OOM_ADJUST_*` lets backends drop the OOM protection a service
+/// manager gives pgkeel (see packaging/pgkeel.service).
+const PASS_ENV: [&str; 5] = [
+    "LANG",
+    "LC_ALL",
+    "TZ",
+    "PG_OOM_ADJUST_FILE",
+    "PG_OOM_ADJUST_VALUE",
+];
 
 /// A command for `program` that will run as the PostgreSQL user, in `/`
 /// (root's cwd is often unreadable to it), with a clean environment, in
