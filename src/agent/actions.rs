@@ -54,7 +54,10 @@ pub async fn run_store(store: &Store, spec: &AgentSpec, action: Action) -> Event
             }),
             Err(e) => Err(e.to_string()),
         },
-        Action::Keepalive { lease } => match store.keepalive(lease).await {
+        Action::Keepalive { lease } => match store
+            .keepalive_within(lease, spec.ha.keepalive_timeout)
+            .await
+        {
             Ok(g) => Ok(Reply::Lease {
                 lease: g.lease,
                 valid_until: g.valid_until(spec.ha.safety_margin),
@@ -417,11 +420,14 @@ async fn probe<P: Postgres>(pg: &P, following: &Mutex<Configured>) -> Result<hv:
     match &state {
         pg::PgState::Stopped => {
             out.timeline = control.as_ref().map(|c| c.timeline);
+            // A fresh clone carries its source's state ("in production"
+            // from a primary) until its first start: not a former primary.
             out.was_primary = control.as_ref().is_some_and(|c| {
-                matches!(
-                    c.state.as_str(),
-                    "in production" | "shut down" | "shutting down" | "in crash recovery"
-                )
+                !c.from_backup
+                    && matches!(
+                        c.state.as_str(),
+                        "in production" | "shut down" | "shutting down" | "in crash recovery"
+                    )
             });
             out.checkpoint_lsn = control
                 .as_ref()

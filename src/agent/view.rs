@@ -123,6 +123,7 @@ pub fn ha_config(dcs: &DcsConfig, current: &HaConfig) -> HaConfig {
         ttl: dcs.ttl,
         loop_wait: dcs.loop_wait,
         keepalive_interval: dcs.keepalive_interval,
+        keepalive_timeout: dcs.keepalive_timeout,
         safety_margin: dcs.safety_margin,
         maximum_lag_on_failover: dcs.maximum_lag_on_failover,
         primary_start_timeout: dcs.primary_start_timeout,

@@ -21,10 +21,15 @@ use crate::pb::peer::{PeerReply, PeerRequest};
 /// How long a connection attempt to a peer may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 
+/// Cached channels by address, each with an id that tells a replaced one
+/// from the current one.
+type Channels = HashMap<String, (u64, Channel)>;
+
 /// Sends peer calls over gRPC, one lazily connected channel per address.
 #[derive(Default)]
 pub struct GrpcTransport {
-    channels: Mutex<HashMap<String, Channel>>,
+    channels: Arc<Mutex<Channels>>,
+    next_id: std::sync::atomic::AtomicU64,
 }
 
 impl GrpcTransport {
@@ -32,7 +37,7 @@ impl GrpcTransport {
         Arc::new(GrpcTransport::default())
     }
 
-    fn channel(&self, addr: &str) -> Result<Channel, TransportError> {
+    fn channel(&self, addr: &str) -> Result<(u64, Channel), TransportError> {
         let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(ch) = channels.get(addr) {
             return Ok(ch.clone());
@@ -43,9 +48,24 @@ impl GrpcTransport {
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(5))
             .keep_alive_timeout(Duration::from_secs(5));
-        let ch = endpoint.connect_lazy();
+        let ch = (
+            self.next_id
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            endpoint.connect_lazy(),
+        );
         channels.insert(addr.to_string(), ch.clone());
         Ok(ch)
+    }
+}
+
+/// Forgets channel `id` to `addr` after a call on it timed out, so the
+/// next call opens a new connection. After a network stall the old
+/// connection may still be in TCP's retransmission back-off (seconds on an
+/// idle loopback); a fresh one works the moment the stall ends.
+fn forget(channels: &Mutex<Channels>, addr: &str, id: u64) {
+    let mut channels = channels.lock().unwrap_or_else(|e| e.into_inner());
+    if channels.get(addr).is_some_and(|(cur, _)| *cur == id) {
+        channels.remove(addr);
     }
 }
 
@@ -73,8 +93,9 @@ impl Transport for GrpcTransport {
     ) -> BoxFuture<Result<PeerResponse, TransportError>> {
         let addr = addr.to_string();
         let channel = self.channel(&addr);
+        let channels = self.channels.clone();
         Box::pin(async move {
-            let channel = channel?;
+            let (id, channel) = channel?;
             let payload = serde_json::to_vec(&rpc)
                 .map_err(|e| TransportError::Unreachable(format!("cannot encode call: {e}")))?;
             let mut req = Request::new(PeerRequest {
@@ -89,9 +110,10 @@ impl Transport for GrpcTransport {
             let mut client = PeerClient::new(channel);
             let reply = match tokio::time::timeout(timeout, client.call(req)).await {
                 Err(_) => {
+                    forget(&channels, &addr, id);
                     return Err(TransportError::Failed(format!(
                         "{addr}: timed out after {timeout:?}"
-                    )))
+                    )));
                 }
                 Ok(Err(status)) => return Err(status_to_transport(&addr, &status)),
                 Ok(Ok(r)) => r.into_inner(),

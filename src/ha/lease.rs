@@ -111,9 +111,11 @@ impl Ha {
                 }
                 let due = self
                     .last_keepalive
-                    .is_none_or(|t| now >= t + cfg.keepalive_interval);
+                    .is_none_or(|t| now >= t + cfg.keepalive_interval)
+                    || self.keepalive_retry.is_some_and(|t| now >= t);
                 if due && self.emit(now, out, Action::Keepalive { lease: lease.id }) {
                     self.last_keepalive = Some(now);
+                    self.keepalive_retry = None;
                 }
             }
         }

@@ -7,7 +7,7 @@ use crate::clock::BootInstant;
 use super::actions::{Action, ActionDone, ActionKind, Reply, StartAs};
 use super::state::{BootstrapStep, CandidateStep, PrimaryState, RejoinStep, State, StoppingState};
 use super::view::{DataDir, PgState};
-use super::{Ha, InFlight, Lease, Published, FENCE_RETRY, RACE_RETRY};
+use super::{Ha, InFlight, Lease, Published, FENCE_RETRY, KEEPALIVE_RETRY, RACE_RETRY};
 
 impl Ha {
     /// Sends `action` unless one of its kind is in flight, it is backing
@@ -88,8 +88,12 @@ impl Ha {
     fn on_failure(&mut self, now: BootInstant, flight: InFlight) {
         let kind = flight.action.kind();
         let delay = match kind {
-            // Keepalives keep their own cadence from the send time.
-            ActionKind::Keepalive => None,
+            // Keepalives keep their own cadence from the send time, and a
+            // failed one is tried again soon (`maintain_lease`).
+            ActionKind::Keepalive => {
+                self.keepalive_retry = Some(now + KEEPALIVE_RETRY);
+                None
+            }
             ActionKind::Fence => Some(FENCE_RETRY),
             ActionKind::AcquireLeader => Some(RACE_RETRY),
             ActionKind::QueryPositions => None,

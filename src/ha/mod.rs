@@ -127,6 +127,11 @@ pub const HANDOVER_PROBE_INTERVAL: Duration = Duration::from_millis(100);
 /// often stops together with the old primary).
 pub const RACE_RETRY: Duration = Duration::from_millis(100);
 
+/// How soon a failed lease renewal is retried: a renewal that met a stall
+/// or a Raft election must not wait a whole `keepalive_interval` more, or
+/// a stall shorter than the lease would still cost it.
+pub const KEEPALIVE_RETRY: Duration = Duration::from_millis(200);
+
 /// How soon a failed [`Action::Fence`] is retried.
 pub const FENCE_RETRY: Duration = Duration::from_millis(100);
 
@@ -251,6 +256,8 @@ pub struct Ha {
     retry_at: BTreeMap<ActionKind, BootInstant>,
     /// When the last keepalive (or grant) was sent.
     last_keepalive: Option<BootInstant>,
+    /// A failed keepalive is retried at this instant.
+    keepalive_retry: Option<BootInstant>,
     /// The member key as last written.
     published: Option<Published>,
     /// The `status` key as last written, and when.
@@ -299,6 +306,7 @@ impl Ha {
             inflight: BTreeMap::new(),
             retry_at: BTreeMap::new(),
             last_keepalive: None,
+            keepalive_retry: None,
             published: None,
             status_published: None,
             slot_absent_since: BTreeMap::new(),
@@ -388,6 +396,7 @@ impl Ha {
         if let Some(lease) = self.lease {
             at.extend(lease.valid_until);
             at.extend(self.last_keepalive.map(|t| t + cfg.keepalive_interval));
+            at.extend(self.keepalive_retry);
         }
         at.extend(self.last_probe.map(|t| t + self.probe_interval()));
         at.extend(self.published.as_ref().map(|p| p.at + cfg.loop_wait));

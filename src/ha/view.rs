@@ -207,6 +207,10 @@ pub struct HaConfig {
     pub loop_wait: Duration,
     /// How often the lease is renewed.
     pub keepalive_interval: Duration,
+    /// Bound on one renewal round trip; a renewal that fails is retried
+    /// after [`KEEPALIVE_RETRY`](super::KEEPALIVE_RETRY), not a whole
+    /// interval later.
+    pub keepalive_timeout: Duration,
     /// How much earlier than the Raft leader the holder stops trusting its
     /// lease. The driver uses it to compute `valid_until`; the core keeps it
     /// for issue 4 (watchdog timeouts).
@@ -232,6 +236,7 @@ impl Default for HaConfig {
             ttl: defaults::TTL,
             loop_wait: defaults::LOOP_WAIT,
             keepalive_interval: defaults::KEEPALIVE_INTERVAL,
+            keepalive_timeout: defaults::KEEPALIVE_TIMEOUT,
             safety_margin: defaults::SAFETY_MARGIN,
             maximum_lag_on_failover: defaults::MAXIMUM_LAG_ON_FAILOVER,
             member_slots_ttl: MEMBER_SLOTS_TTL,

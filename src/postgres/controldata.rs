@@ -59,6 +59,7 @@ pub(crate) fn parse(text: &str) -> Result<ControlData, PgError> {
             ))
         })?,
         state: value(STATE)?.to_owned(),
+        from_backup: false,
     })
 }
 
@@ -96,6 +97,7 @@ Min recovery ending loc's timeline:   0
                 checkpoint_lsn: 0x171_9A28,
                 timeline: 1,
                 state: "shut down".into(),
+                from_backup: false,
             }
         );
         assert!(c.is_clean_shutdown());

@@ -79,6 +79,8 @@ pub struct FakeState {
     pub checkpoint_timeline: u32,
     /// `Database cluster state` as pg_control has it.
     pub cluster_state: &'static str,
+    /// A pg_basebackup copy not started yet (`backup_label`).
+    pub backup_label: bool,
     /// `create_roles` ran.
     pub roles_created: bool,
     /// CHECKPOINTs run.
@@ -304,6 +306,7 @@ impl Postgres for FakePostgres {
             } else {
                 IN_PRODUCTION
             },
+            backup_label: true,
             ..FakeState::default()
         };
         Ok(())
@@ -370,6 +373,7 @@ impl Postgres for FakePostgres {
         }
         let pid = NEXT_PID.fetch_add(1, Ordering::Relaxed);
         st.pid = Some(pid);
+        st.backup_label = false;
         Ok(pid)
     }
 
@@ -492,6 +496,7 @@ impl Postgres for FakePostgres {
             checkpoint_lsn: st.checkpoint_lsn,
             timeline: st.checkpoint_timeline,
             state: st.cluster_state.to_owned(),
+            from_backup: st.backup_label,
         }))
     }
 

@@ -300,7 +300,9 @@ impl Postgres for RealPostgres {
                 what: "pg_controldata",
                 after: CONTROLDATA_TIMEOUT,
             })??;
-        controldata::parse(&text).map(Some)
+        let mut cd = controldata::parse(&text)?;
+        cd.from_backup = self.config.data_dir.join("backup_label").exists();
+        Ok(Some(cd))
     }
 
     async fn checkpoint(&self) -> Result<(), PgError> {

@@ -206,6 +206,11 @@ pub struct ControlData {
     /// `in production`, `in archive recovery`, `in crash recovery`,
     /// `shutting down`, `starting up`.
     pub state: String,
+    /// A `backup_label` is in the data directory: a pg_basebackup (or
+    /// pg_rewind) copy not started yet. Its state is the source's
+    /// (`in production` when cloned from a primary), which says nothing
+    /// about this node ever having been a primary.
+    pub from_backup: bool,
 }
 
 impl ControlData {

@@ -201,8 +201,24 @@ impl Store {
     /// send time (retries inside keep the first send time, which is earlier
     /// and therefore the safe side).
     pub async fn keepalive(&self, lease: LeaseId) -> Result<LeaseGrant, StoreError> {
+        self.keepalive_within(lease, self.inner.request_timeout)
+            .await
+    }
+
+    /// [`Store::keepalive`] bounded by `bound` instead of the request
+    /// timeout: a renewal that hangs behind a stall is abandoned and sent
+    /// again rather than waited for (each answer is matched to its own
+    /// send time, so a late one is never mistaken for a new one).
+    pub async fn keepalive_within(
+        &self,
+        lease: LeaseId,
+        bound: Duration,
+    ) -> Result<LeaseGrant, StoreError> {
         let sent_at = self.inner.clock.now();
-        match self.request(StoreRequest::Keepalive(lease)).await? {
+        match self
+            .request_within(StoreRequest::Keepalive(lease), bound)
+            .await?
+        {
             StoreReply::KeptAlive { lease, ttl_ms } => Ok(LeaseGrant {
                 lease,
                 ttl: Duration::from_millis(ttl_ms),
@@ -308,7 +324,16 @@ impl Store {
     /// Sends `req` to the Raft leader (this node or another) and retries
     /// while no leader is known, until `request_timeout` has passed.
     pub async fn request(&self, req: StoreRequest) -> Result<StoreReply, StoreError> {
-        let deadline = Instant::now() + self.inner.request_timeout;
+        self.request_within(req, self.inner.request_timeout).await
+    }
+
+    /// [`Store::request`] with its own bound.
+    pub async fn request_within(
+        &self,
+        req: StoreRequest,
+        bound: Duration,
+    ) -> Result<StoreReply, StoreError> {
+        let deadline = Instant::now() + bound;
         let mut metrics = self.inner.raft.metrics();
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());

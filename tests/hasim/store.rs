@@ -203,7 +203,13 @@ impl Sim {
         }
         self.store.next_req += 1;
         let id = self.store.next_req;
-        let deadline = self.now + REQUEST_TIMEOUT;
+        // The driver bounds a renewal by keepalive_timeout, every other
+        // request by raft.request_timeout.
+        let bound = match action {
+            Action::Keepalive { .. } => nanos(ha_config().keepalive_timeout),
+            _ => REQUEST_TIMEOUT,
+        };
+        let deadline = self.now + bound;
         self.store.reqs.insert(
             id,
             Req {

@@ -219,3 +219,27 @@ fn standby_publishes_positions_fast_while_the_leader_hands_over() {
     assert_eq!(fx.tick(599), vec![]);
     assert_eq!(fx.tick(600), vec![Action::Probe]);
 }
+
+/// A renewal that failed (a stall, a Raft election) is tried again after
+/// KEEPALIVE_RETRY, not a whole keepalive_interval after it was sent.
+#[test]
+fn a_failed_keepalive_is_retried_soon() {
+    let v = view().leader("b", 3).primary("b");
+    let mut fx = Fx::new(State::Replica, v, pg_standby(Some("b"))).lease();
+    assert_eq!(
+        fx.tick(1_000),
+        vec![Action::Keepalive { lease: L }, Action::Probe]
+    );
+    fx.probed(pg_standby(Some("b")));
+    fx.now = at(1_500);
+    assert_eq!(fx.fail(ActionKind::Keepalive), vec![]);
+    let retry = 1_500 + KEEPALIVE_RETRY.as_millis() as u64;
+    assert_eq!(fx.ha.next_wakeup(fx.now), Some(at(retry)));
+    assert_eq!(fx.tick(retry - 1), vec![]);
+    assert_eq!(fx.tick(retry), vec![Action::Keepalive { lease: L }]);
+    // Answered: back to the usual cadence from that send.
+    fx.done(ActionKind::Keepalive, lease_reply(retry + 4_000));
+    let keepalive = |a: &Vec<Action>| a.contains(&Action::Keepalive { lease: L });
+    assert!(!keepalive(&fx.tick(retry + 999)));
+    assert!(keepalive(&fx.tick(retry + 1_000)));
+}
