@@ -159,7 +159,7 @@ fn observe(c: &ProcCluster, stalled: &str) -> (Option<(String, Option<u64>)>, Op
         .iter()
         .filter(|n| n.as_str() != stalled)
         .find_map(|n| c.status(n))
-        .and_then(|s| s["leader"].as_str().map(str::to_string));
+        .and_then(|s| s["leader"]["name"].as_str().map(str::to_string));
     (pg, raft)
 }
 
@@ -194,7 +194,10 @@ fn stall_soak(stalls: usize, stall: Duration, between: Duration) {
             if let (Some((name, tl)), Some((last_name, last_tl))) = (&pg, &last_pg) {
                 if name != last_name {
                     pg_changes += 1;
-                    println!("  false failover: leader {last_name} -> {name}");
+                    println!(
+                        "  false failover at {:.1} s: leader {last_name} -> {name}",
+                        started.elapsed().as_secs_f64()
+                    );
                 }
                 if tl != last_tl {
                     tl_changes += 1;
@@ -223,16 +226,23 @@ fn stall_soak(stalls: usize, stall: Duration, between: Duration) {
             }
         };
         println!(
-            "stall {}: {target} cut off for {stall:?} ({} iptables rules)",
+            "stall {} at {:.1} s: {target} cut off for {stall:?} ({} iptables rules)",
             i + 1,
+            started.elapsed().as_secs_f64(),
             guard.rules()
         );
+        // The stall ends on time even when an observation (a `list`
+        // that waits for the store) runs long.
+        let lift = std::thread::spawn(move || {
+            std::thread::sleep(stall);
+            drop(guard);
+        });
         watch(target, stall);
-        drop(guard);
+        let _ = lift.join();
         watch("", between);
     }
     let stats = writes.finish();
-    if pg_changes + tl_changes > 0 {
+    if pg_changes + tl_changes > 0 || std::env::var_os("PGKEEL_KEEP_LOGS").is_some() {
         let keep = std::env::temp_dir().join(format!("pg_bench-soak-{}", std::process::id()));
         if std::fs::create_dir_all(&keep).is_ok() {
             for n in c.nodes.values() {

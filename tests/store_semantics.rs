@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::SimCluster;
 use pgkeel::consensus::kv::WatchEvent;
 use pgkeel::consensus::peer::{PeerResponse, PeerRpc, StoreError, Transport, TransportError};
-use pgkeel::consensus::types::Expect;
+use pgkeel::consensus::types::{Expect, NodeId};
 use pgkeel::store::Consistency;
 use tokio::time::Instant;
 
@@ -255,15 +255,21 @@ async fn an_expire_left_by_a_crashed_leader_is_not_undone_by_the_next() {
     tracing::info!(
         "phase: the deadline passes; the leader appends Expire, which reaches F1 uncommitted"
     );
+    // The Expire is proposed once the deadline passed on the leader; wait
+    // for that, then until F1 holds every entry the leader appended (an
+    // index that merely grew could be some other entry).
+    let expire_at = Instant::now() + TTL + Duration::from_millis(300);
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let now_idx = c.voters[&f1]
-            .raft
-            .metrics()
-            .borrow()
-            .last_log_index
-            .unwrap_or(0);
-        if now_idx > before {
+        let last = |id: NodeId| {
+            c.voters[&id]
+                .raft
+                .metrics()
+                .borrow()
+                .last_log_index
+                .unwrap_or(0)
+        };
+        if Instant::now() >= expire_at && last(f1) > before && last(f1) == last(l) {
             break;
         }
         assert!(Instant::now() < deadline, "the Expire never reached F1");
@@ -281,7 +287,25 @@ async fn an_expire_left_by_a_crashed_leader_is_not_undone_by_the_next() {
     c.net.heal();
     let new = c.wait_leader_among(&[f1, f2], Duration::from_secs(5)).await;
     tracing::info!(new, "phase: a keepalive to the new leader must be refused");
-    let err = c.store(f2).keepalive(grant.lease).await.unwrap_err();
+    let answer = c.store(f2).keepalive(grant.lease).await;
+    let Err(err) = answer else {
+        let m = |id: NodeId| {
+            let m = c.voters[&id].raft.metrics().borrow().clone();
+            let has = c.voters[&id]
+                .store
+                .state_machine()
+                .read(|s| s.leases.contains_key(&grant.lease));
+            format!(
+                "node {id}: leader {:?} term {} last_log {:?} applied {:?} lease present {has}",
+                m.current_leader, m.current_term, m.last_log_index, m.last_applied
+            )
+        };
+        panic!(
+            "the new leader {new} renewed a lease whose Expire the old one left: {answer:?}\n{}\n{}",
+            m(f1),
+            m(f2)
+        );
+    };
     assert!(matches!(err, StoreError::LeaseNotFound { .. }), "{err:?}");
     assert!(c
         .store(f2)

@@ -18,8 +18,10 @@ use crate::pb::peer::peer_client::PeerClient;
 use crate::pb::peer::peer_server::{Peer, PeerServer};
 use crate::pb::peer::{PeerReply, PeerRequest};
 
-/// How long a connection attempt to a peer may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long a connection attempt to a peer may take. Short: after a stall
+/// a new attempt (a fresh SYN) gets through at once, while an old one
+/// waits for TCP's SYN retransmission, a second or more.
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(250);
 
 /// Cached channels by address, each with an id that tells a replaced one
 /// from the current one.

@@ -98,7 +98,17 @@ impl PeerConn {
     }
 }
 
+/// How long openraft waits before calling a peer it could not reach
+/// again. openraft's default is 500 ms; after a short network stall that
+/// delays the moment a cut-off leader learns it was replaced (and so the
+/// lease renewals of every node) by up to that much.
+const UNREACHABLE_BACKOFF: Duration = Duration::from_millis(100);
+
 impl RaftNetwork<TypeConfig> for PeerConn {
+    fn backoff(&self) -> openraft::network::Backoff {
+        openraft::network::Backoff::new(std::iter::repeat(UNREACHABLE_BACKOFF))
+    }
+
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,

@@ -6,6 +6,7 @@
 #[cfg(feature = "data-node")]
 pub mod agent;
 pub mod bootstrap;
+pub mod election_gate;
 pub mod grpc_router;
 pub mod run;
 pub mod serve;
@@ -132,6 +133,14 @@ impl Voter {
         let mut tasks = vec![tokio::spawn(
             store.clone().run_background(shutdown_rx.clone()),
         )];
+        tasks.push(tokio::spawn(election_gate::run(
+            raft.clone(),
+            spec.node_id,
+            spec.peers.clone(),
+            spec.transport.clone(),
+            identity.clone(),
+            shutdown_rx.clone(),
+        )));
         if pristine {
             tasks.push(tokio::spawn(bootstrap::run(
                 raft.clone(),

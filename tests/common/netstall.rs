@@ -1,17 +1,31 @@
-//! Network stalls on loopback with iptables: every packet to or from one
-//! node's gRPC port, and on the node's own outbound connections to its
-//! peers, is dropped (not refused: a stall, as a congested or flapping
-//! link looks) until the guard drops. The exact rules added are deleted
-//! again, also when the caller panics.
+//! Network stalls on loopback with iptables: every packet one node's
+//! pgkeel process sends (matched by its cgroup v2, so new connections it
+//! opens during the stall are dropped too) and every packet to its gRPC
+//! port is dropped (not refused: a stall, as a congested or flapping link
+//! looks) until the guard drops. The exact rules added are deleted again
+//! and the process moved back to the root cgroup, also when the caller
+//! panics.
 
 use std::collections::BTreeSet;
+use std::path::PathBuf;
 use std::process::Command;
+
+/// Where cgroup v2 is mounted (a hybrid layout mounts it at `unified`).
+fn cgroup2_root() -> Option<PathBuf> {
+    ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.join("cgroup.procs").exists() && p.join("cgroup.controllers").exists())
+}
 
 /// Why iptables cannot be used here, if it cannot.
 pub fn unusable() -> Option<String> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         return Some("iptables needs root".into());
+    }
+    if cgroup2_root().is_none() {
+        return Some("no cgroup v2 hierarchy to match a node's packets by".into());
     }
     match Command::new("iptables")
         .args(["-w", "-n", "-L", "INPUT"])
@@ -29,37 +43,47 @@ pub fn unusable() -> Option<String> {
 /// The DROP rules of one stall; deleted on drop.
 pub struct Stall {
     rules: Vec<Vec<String>>,
+    /// The cgroup made for the stalled process, and the process.
+    cgroup: Option<(PathBuf, u32)>,
 }
 
-fn rule(flag: &str, port: u16) -> Vec<String> {
-    [
-        "INPUT",
-        "-i",
-        "lo",
-        "-p",
-        "tcp",
-        flag,
-        &port.to_string(),
-        "-j",
-        "DROP",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
+fn strings(parts: &[&str]) -> Vec<String> {
+    parts.iter().map(|s| s.to_string()).collect()
 }
 
 impl Stall {
-    /// Stalls the node listening on `port` whose process is `pid`, towards
-    /// the peers listening on `peer_ports`.
+    /// Stalls the node listening on `port` whose pgkeel process is `pid`.
     pub fn node(port: u16, pid: u32, peer_ports: &[u16]) -> Result<Stall, String> {
-        let mut stall = Stall { rules: Vec::new() };
+        let root = cgroup2_root().ok_or("no cgroup v2 hierarchy")?;
+        let name = format!("pgkeel-stall-{pid}");
+        let dir = root.join(&name);
+        std::fs::create_dir_all(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
+        let mut stall = Stall {
+            rules: Vec::new(),
+            cgroup: None,
+        };
+        std::fs::write(dir.join("cgroup.procs"), pid.to_string())
+            .map_err(|e| format!("moving PID {pid} into {}: {e}", dir.display()))?;
+        stall.cgroup = Some((dir, pid));
+        // A socket keeps the cgroup it was created in, so the cgroup rule
+        // catches the connections the node opens during the stall; the
+        // ones it already has are caught by their local ports, and
+        // everything towards it by its listening port.
+        let mut specs = vec![strings(&[
+            "OUTPUT", "-o", "lo", "-m", "cgroup", "--path", &name, "-j", "DROP",
+        ])];
         let mut ports: BTreeSet<(&str, u16)> = [("--dport", port), ("--sport", port)].into();
         for local in outbound_ports(pid, peer_ports) {
             ports.insert(("--dport", local));
             ports.insert(("--sport", local));
         }
         for (flag, p) in ports {
-            let spec = rule(flag, p);
+            let p = p.to_string();
+            specs.push(strings(&[
+                "INPUT", "-i", "lo", "-p", "tcp", flag, &p, "-j", "DROP",
+            ]));
+        }
+        for spec in specs {
             iptables("-I", &spec)?;
             stall.rules.push(spec);
         }
@@ -77,6 +101,15 @@ impl Drop for Stall {
         for spec in self.rules.drain(..).rev() {
             if let Err(e) = iptables("-D", &spec) {
                 eprintln!("WARNING: could not remove iptables rule {spec:?}: {e}");
+            }
+        }
+        if let Some((dir, pid)) = self.cgroup.take() {
+            if let Some(root) = cgroup2_root() {
+                // The process may be gone; then the cgroup is empty anyway.
+                let _ = std::fs::write(root.join("cgroup.procs"), pid.to_string());
+            }
+            if let Err(e) = std::fs::remove_dir(&dir) {
+                eprintln!("WARNING: could not remove {}: {e}", dir.display());
             }
         }
     }

@@ -126,7 +126,12 @@ impl ProcCluster {
         let child = Command::new(bin)
             .arg("--config")
             .arg(&node.config)
-            .env("RUST_LOG", "pgkeel=info,openraft=warn")
+            // PGKEEL_TEST_LOG overrides the filter, e.g. to debug a bench.
+            .env(
+                "RUST_LOG",
+                std::env::var("PGKEEL_TEST_LOG")
+                    .unwrap_or_else(|_| "pgkeel=info,openraft=warn".into()),
+            )
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
