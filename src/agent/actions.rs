@@ -418,10 +418,11 @@ async fn probe<P: Postgres>(pg: &P, following: &Mutex<Configured>) -> Result<hv:
         pg::PgState::Stopped => {
             out.timeline = control.as_ref().map(|c| c.timeline);
             out.was_primary = control.as_ref().is_some_and(|c| {
-                matches!(
-                    c.state.as_str(),
-                    "in production" | "shut down" | "shutting down" | "in crash recovery"
-                )
+                !c.backup_label
+                    && matches!(
+                        c.state.as_str(),
+                        "in production" | "shut down" | "shutting down" | "in crash recovery"
+                    )
             });
             out.checkpoint_lsn = control
                 .as_ref()

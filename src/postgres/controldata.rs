@@ -51,6 +51,7 @@ pub(crate) fn parse(text: &str) -> Result<ControlData, PgError> {
     })?;
     let timeline = number(TIMELINE)?;
     Ok(ControlData {
+        backup_label: false,
         sysid: number(SYSID)?,
         checkpoint_lsn,
         timeline: u32::try_from(timeline).map_err(|_| {
@@ -96,6 +97,7 @@ Min recovery ending loc's timeline:   0
                 checkpoint_lsn: 0x171_9A28,
                 timeline: 1,
                 state: "shut down".into(),
+                backup_label: false,
             }
         );
         assert!(c.is_clean_shutdown());

@@ -492,6 +492,7 @@ impl Postgres for FakePostgres {
             checkpoint_lsn: st.checkpoint_lsn,
             timeline: st.checkpoint_timeline,
             state: st.cluster_state.to_owned(),
+            backup_label: false,
         }))
     }
 

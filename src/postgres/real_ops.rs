@@ -300,7 +300,9 @@ impl Postgres for RealPostgres {
                 what: "pg_controldata",
                 after: CONTROLDATA_TIMEOUT,
             })??;
-        controldata::parse(&text).map(Some)
+        let mut control = controldata::parse(&text)?;
+        control.backup_label = self.config.data_dir.join("backup_label").exists();
+        Ok(Some(control))
     }
 
     async fn checkpoint(&self) -> Result<(), PgError> {

@@ -206,6 +206,11 @@ pub struct ControlData {
     /// `in production`, `in archive recovery`, `in crash recovery`,
     /// `shutting down`, `starting up`.
     pub state: String,
+    /// A `backup_label` file sits in the data directory: a base backup
+    /// that has not started yet. Its pg_control is the source primary's
+    /// copy (`in production`), which says nothing about this copy having
+    /// run as a primary.
+    pub backup_label: bool,
 }
 
 impl ControlData {
