@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! cargo bench --bench pg_bench                  # every part
-//! cargo bench --bench pg_bench -- hardkill soak # some parts: basics, hardkill, soak
+//! cargo bench --bench pg_bench -- hardkill soak # some parts: basics, hardkill, soak, health, haproxy
 //! ```
 //!
 //! - bootstrap: empty data dirs → one primary and a streaming replica;
@@ -22,13 +22,25 @@
 //!   packet to, from and by one node's gRPC connections; primary node,
 //!   replica node and witness in turn, 4 s apart), counting changes of the
 //!   PostgreSQL leader or its timeline (false failovers) and of the Raft
-//!   leader. Prints a loud SKIP where iptables is unusable.
+//!   leader. Prints a loud SKIP where iptables is unusable;
+//! - health: REST health checks (`/primary` on the primary, `/replica` on
+//!   the replica; OPTIONS as HAProxy sends it, and GET) from one
+//!   sequential client, p50/p99 and requests/s, over one keep-alive
+//!   connection and with a new connection per request;
+//! - haproxy: kill -9 of the primary's pgkeel while one client writes
+//!   through HAProxy (config/examples/haproxy.cfg) and one through the
+//!   multi-host DSN: each one's longest write gap, median of 3.
 
+#[path = "../tests/common/haproxy.rs"]
+#[allow(dead_code)]
+mod haproxy;
 #[path = "../tests/common/netstall.rs"]
 mod netstall;
 #[path = "../tests/common/procs.rs"]
 #[allow(dead_code)]
 mod procs;
+#[path = "pg_bench/rest.rs"]
+mod rest;
 #[path = "../tests/common/writeloop.rs"]
 #[allow(dead_code)]
 mod writeloop;
@@ -76,6 +88,12 @@ fn main() {
     }
     if want("soak") {
         stall_soak(10, Duration::from_secs(2), Duration::from_secs(4));
+    }
+    if want("health") {
+        rest::health();
+    }
+    if want("haproxy") {
+        rest::haproxy_failover(3);
     }
 }
 

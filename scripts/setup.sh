@@ -12,6 +12,11 @@ if ! command -v ip >/dev/null 2>&1; then need_pkgs+=(iproute2); fi
 if ! command -v iptables >/dev/null 2>&1; then need_pkgs+=(iptables); fi
 # A C compiler for crates with C parts.
 if ! command -v cc >/dev/null 2>&1; then need_pkgs+=(build-essential); fi
+# HAProxy with config/examples/haproxy.cfg in front of a real cluster, and
+# promtool (only Debian's `prometheus` package ships it) for a live /metrics.
+# Both live in /usr/sbin or /usr/bin; root's PATH may lack /usr/sbin.
+if ! command -v haproxy >/dev/null 2>&1 && [[ ! -x /usr/sbin/haproxy ]]; then need_pkgs+=(haproxy); fi
+if ! command -v promtool >/dev/null 2>&1; then need_pkgs+=(prometheus); fi
 
 if ((${#need_pkgs[@]})); then
     if [[ $(id -u) -ne 0 ]]; then
@@ -21,7 +26,8 @@ if ((${#need_pkgs[@]})); then
     echo "setup: installing ${need_pkgs[*]}"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -q
-    apt-get install -y -q "${need_pkgs[@]}"
+    # Without recommends: prometheus would also pull in node-exporter.
+    apt-get install -y -q --no-install-recommends "${need_pkgs[@]}"
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

@@ -141,20 +141,7 @@ fn an_isolated_primary_stops_writing_and_the_cluster_recovers() {
     let others: Vec<String> = c.names().into_iter().filter(|n| *n != file).collect();
     assert!(writable(&rt, &hosts[&leader]));
     tracing::info!(leader, ?others, "phase: SIGSTOP both other voters");
-    // Resumed also when an assertion below fails, before the cluster's
-    // own teardown kills them.
-    struct Resume<'a>(&'a ProcCluster, &'a [String]);
-    impl Drop for Resume<'_> {
-        fn drop(&mut self) {
-            for n in self.1 {
-                self.0.signal(n, libc::SIGCONT);
-            }
-        }
-    }
-    for n in &others {
-        c.signal(n, libc::SIGSTOP);
-    }
-    let resume = Resume(&c, &others);
+    let resume = c.sigstop(&others);
     let stopped = Instant::now();
     // Generous: the lease runs out within the TTL; fencing is immediate.
     let bound = TTL + Duration::from_secs(15);

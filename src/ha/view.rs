@@ -293,7 +293,8 @@ pub struct PgState {
     pub checkpoint_lsn: Option<Lsn>,
     /// While stopped: pg_control says the server last ran as a primary
     /// (`in production`, `shut down`, `shutting down`, `in crash
-    /// recovery`), not as a standby. With `timeline` lower than the
+    /// recovery`), not as a standby, and no `backup_label` marks a fresh
+    /// clone whose pg_control is its source's. With `timeline` lower than the
     /// leader's, it may have written past the fork point: rewind before
     /// its first start.
     pub was_primary: bool,

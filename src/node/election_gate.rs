@@ -100,7 +100,11 @@ pub async fn run(
             raft.runtime_config().elect(want);
             enabled = want;
             if want {
-                tracing::info!(reached, voters = voters.len(), "a majority of voters is reachable again: elections allowed");
+                tracing::info!(
+                    reached,
+                    voters = voters.len(),
+                    "a majority of voters is reachable again: elections allowed"
+                );
             } else {
                 tracing::warn!(reached, voters = voters.len(), "cannot reach a majority of voters: not starting Raft elections (they could not be won, and would disturb the leader when the link heals)");
             }

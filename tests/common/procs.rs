@@ -24,7 +24,7 @@ pub struct ProcCluster {
     pub nodes: BTreeMap<String, ProcNode>,
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -126,10 +126,10 @@ impl ProcCluster {
         let child = Command::new(bin)
             .arg("--config")
             .arg(&node.config)
-            // PGKEEL_TEST_LOG overrides the filter, e.g. to debug a bench.
+            // PGKEEL_NODE_LOG overrides the filter, e.g. to debug a bench.
             .env(
                 "RUST_LOG",
-                std::env::var("PGKEEL_TEST_LOG")
+                std::env::var("PGKEEL_NODE_LOG")
                     .unwrap_or_else(|_| "pgkeel=info,openraft=warn".into()),
             )
             .stdout(Stdio::null())
@@ -299,6 +299,16 @@ impl ProcCluster {
                 libc::kill(pid, signal);
             }
         }
+    }
+
+    /// SIGSTOPs the named nodes; the returned guard SIGCONTs them when
+    /// dropped, also when an assertion fails before the cluster's own
+    /// teardown kills them.
+    pub fn sigstop<'a>(&'a self, names: &'a [String]) -> Resume<'a> {
+        for n in names {
+            self.signal(n, libc::SIGSTOP);
+        }
+        Resume(self, names)
     }
 
     /// Replaces one `key: value` line of the node's config file (the first
@@ -527,6 +537,17 @@ impl ProcCluster {
             })
             .collect::<Vec<_>>()
             .join("\n")
+    }
+}
+
+/// Stopped nodes, resumed on drop (see [`ProcCluster::sigstop`]).
+pub struct Resume<'a>(&'a ProcCluster, &'a [String]);
+
+impl Drop for Resume<'_> {
+    fn drop(&mut self) {
+        for n in self.1 {
+            self.0.signal(n, libc::SIGCONT);
+        }
     }
 }
 

@@ -83,11 +83,14 @@ impl WriteLoop {
                             stats.longest_gap = stats.longest_gap.max(last_ack.elapsed());
                             last_ack = Instant::now();
                             stats.acked.push(next_id);
-                            next_id += 1;
                         } else {
                             stats.failures += 1;
                         }
                     }
+                    // A new id also after a failure: an INSERT that
+                    // committed but whose answer was lost (the server died
+                    // after the commit) would otherwise collide forever.
+                    next_id += 1;
                     if !ok {
                         client = None;
                     }
