@@ -83,10 +83,10 @@ impl Stall {
                 "INPUT", "-i", "lo", "-p", "tcp", flag, &p, "-j", "DROP",
             ]));
         }
-        for spec in specs {
-            iptables("-I", &spec)?;
-            stall.rules.push(spec);
-        }
+        // All at once: rule by rule, the stall would start and end over
+        // the better part of a second.
+        iptables_batch("-I", &specs)?;
+        stall.rules = specs;
         Ok(stall)
     }
 
@@ -98,9 +98,14 @@ impl Stall {
 
 impl Drop for Stall {
     fn drop(&mut self) {
-        for spec in self.rules.drain(..).rev() {
-            if let Err(e) = iptables("-D", &spec) {
-                eprintln!("WARNING: could not remove iptables rule {spec:?}: {e}");
+        let rules: Vec<Vec<String>> = self.rules.drain(..).collect();
+        if let Err(e) = iptables_batch("-D", &rules) {
+            // One by one, so every rule that can go goes.
+            eprintln!("WARNING: removing the stall's rules at once failed ({e}); one by one");
+            for spec in rules {
+                if let Err(e) = iptables("-D", &spec) {
+                    eprintln!("WARNING: could not remove iptables rule {spec:?}: {e}");
+                }
             }
         }
         if let Some((dir, pid)) = self.cgroup.take() {
@@ -112,6 +117,43 @@ impl Drop for Stall {
                 eprintln!("WARNING: could not remove {}: {e}", dir.display());
             }
         }
+    }
+}
+
+/// Applies `op` (`-I` or `-D`) to every rule in one `iptables-restore
+/// --noflush` transaction.
+fn iptables_batch(op: &str, specs: &[Vec<String>]) -> Result<(), String> {
+    use std::io::Write;
+    let mut text = String::from("*filter\n");
+    for spec in specs {
+        text.push_str(op);
+        text.push(' ');
+        text.push_str(&spec.join(" "));
+        text.push('\n');
+    }
+    text.push_str("COMMIT\n");
+    let mut child = Command::new("iptables-restore")
+        .args(["-w", "--noflush"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("iptables-restore: {e}"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(text.as_bytes())
+            .map_err(|e| format!("iptables-restore: {e}"))?;
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("iptables-restore: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "iptables-restore {op}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
     }
 }
 
