@@ -228,7 +228,8 @@ fn quorum_loss() {
         sim.crash(b);
         // The primary's lease ends at most ttl - safety_margin after its
         // last keepalive was sent; nothing can renew it without a quorum.
-        sim.run_for(5 * S - S + 300 * MS);
+        let cfg = hasim::ha_config();
+        sim.run_for(hasim::nanos(cfg.ttl - cfg.safety_margin) + 300 * MS);
         sim.expect(sim.writable().is_empty(), || {
             "a primary without a quorum still accepts writes after its lease".into()
         });

@@ -43,12 +43,15 @@ pub const MAX_TTL: Duration = Duration::from_secs(3600);
 pub const LOOP_WAIT: Duration = Duration::from_secs(1);
 /// `bootstrap.dcs.retry_timeout`.
 pub const RETRY_TIMEOUT: Duration = Duration::from_secs(2);
-/// `bootstrap.dcs.keepalive_interval`.
-pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
+/// `bootstrap.dcs.keepalive_interval`. With `SAFETY_MARGIN` this leaves a
+/// holder `ttl - 1 s` from its last renewal: the stall soak
+/// (`pg_bench -- soak`, 2 s stalls) showed false failovers at 1 s + 1 s.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_millis(500);
 /// `bootstrap.dcs.keepalive_timeout`: bound on one keepalive round trip.
 pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_millis(500);
-/// `bootstrap.dcs.safety_margin`.
-pub const SAFETY_MARGIN: Duration = Duration::from_secs(1);
+/// `bootstrap.dcs.safety_margin`: covers the fencing thread's wake-up
+/// slice (50 ms), an immediate stop, and clock-rate drift.
+pub const SAFETY_MARGIN: Duration = Duration::from_millis(500);
 /// `bootstrap.dcs.maximum_lag_on_failover`, in bytes (Patroni's default).
 pub const MAXIMUM_LAG_ON_FAILOVER: u64 = 1_048_576;
 /// `bootstrap.dcs.primary_start_timeout`. Patroni waits 300 s for a crashed

@@ -124,8 +124,8 @@ fn bad_cases() -> Vec<(&'static str, NodeKind, String, &'static str, &'static st
         ("no secret", Data, edit(DATA, "  secret: 0123456789abcdef-secret\n", ""), "raft.secret", "or raft.secret_file"),
         ("two secrets", Data, edit(DATA, "  secret: 0123456789abcdef-secret\n", "  secret: 0123456789abcdef-secret\n  secret_file: /nonexistent\n"), "raft.secret_file", "keep only one"),
         ("unreadable secret file", Data, edit(DATA, "  secret: 0123456789abcdef-secret\n", "  secret_file: /nonexistent/pgkeel-secret\n"), "raft.secret_file", "cannot read /nonexistent/pgkeel-secret"),
-        ("ttl breaks the invariant", Data, edit(DATA, "ttl: 5s", "ttl: 3"), "bootstrap.dcs.ttl", "raise ttl to at least 4s"),
-        ("invariant with raft timeout", Data, edit(DATA, "  node_id: 1\n", "  node_id: 1\n  election_timeout_max: 4s\n  request_timeout: 4s\n"), "bootstrap.dcs.ttl", "raise ttl to at least 7s"),
+        ("ttl breaks the invariant", Data, edit(DATA, "ttl: 5s", "ttl: 2"), "bootstrap.dcs.ttl", "raise ttl to at least 3s"),
+        ("invariant with raft timeout", Data, edit(DATA, "  node_id: 1\n", "  node_id: 1\n  election_timeout_max: 4s\n  request_timeout: 4s\n"), "bootstrap.dcs.ttl", "raise ttl to at least 6s"),
         ("ttl above 1h", Data, edit(DATA, "ttl: 5s", "ttl: 2h"), "bootstrap.dcs.ttl", "lower it"),
         ("loop_wait 0", Data, edit(DATA, dcs, "  dcs:\n    ttl: 5s\n    loop_wait: 0\n"), "bootstrap.dcs.loop_wait", "positive duration"),
         ("election min above max", Data, edit(DATA, "  node_id: 1\n", "  node_id: 1\n  election_timeout_min: 1s\n"), "raft.election_timeout_min", "lower it or raise the maximum"),
@@ -321,7 +321,7 @@ fn timing_invariant_is_strict_and_total() {
     let text = edit(
         &edit(DATA, "bootstrap:\n  dcs:\n    ttl: 5s\n", ""),
         "  node_id: 1\n",
-        "  node_id: 1\n  election_timeout_max: 3s\n  request_timeout: 3s\n",
+        "  node_id: 1\n  election_timeout_max: 4s\n  request_timeout: 4s\n",
     );
     assert!(problems(&text, NodeKind::Data)
         .iter()

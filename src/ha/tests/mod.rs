@@ -79,8 +79,19 @@ pub fn view() -> V {
             owner: "b".into(),
             sysid: Some(SYSID),
         }),
+        config: table_config(),
         ..ClusterView::default()
     })
+}
+
+/// The timings the tables are written in (whole seconds, easy to read):
+/// keepalive every 1 s, safety margin 1 s, whatever the shipped defaults.
+pub fn table_config() -> HaConfig {
+    HaConfig {
+        keepalive_interval: std::time::Duration::from_secs(1),
+        safety_margin: std::time::Duration::from_secs(1),
+        ..HaConfig::default()
+    }
 }
 
 impl V {
