@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::de::{self, Deserializer, IgnoredAny, Visitor};
@@ -76,6 +76,13 @@ pub struct RestApiConfig {
     /// What `token_file` held when the file was loaded.
     #[serde(skip)]
     file_token: FileSecret,
+    /// The server certificate chain (PEM) of HTTPS, as in Patroni. With
+    /// `keyfile` the API serves HTTPS only; set both or neither.
+    #[serde(default)]
+    pub certfile: Option<PathBuf>,
+    /// The private key (PEM: PKCS#8, PKCS#1 or SEC1) of `certfile`.
+    #[serde(default)]
+    pub keyfile: Option<PathBuf>,
 }
 
 /// `restapi.authentication`: the user and password of HTTP basic auth.
@@ -95,6 +102,8 @@ impl Default for RestApiConfig {
             token: None,
             token_file: None,
             file_token: FileSecret::NotRead,
+            certfile: None,
+            keyfile: None,
         }
     }
 }
@@ -111,6 +120,25 @@ impl RestApiConfig {
     pub fn token(&self) -> Option<&str> {
         match (&self.token, &self.file_token) {
             (Some(t), _) | (None, FileSecret::Read(t)) => Some(t.expose()),
+            _ => None,
+        }
+    }
+
+    /// The API's URL as published in the member key: `https://` when
+    /// `certfile` and `keyfile` are set, as Patroni does.
+    pub fn api_url(&self) -> String {
+        let scheme = match self.tls_files() {
+            Some(_) => "https",
+            None => "http",
+        };
+        format!("{scheme}://{}", self.connect_address())
+    }
+
+    /// `(certfile, keyfile)` when the API serves HTTPS; `None` for plain
+    /// HTTP (and on a config that failed validation with only one set).
+    pub fn tls_files(&self) -> Option<(&Path, &Path)> {
+        match (&self.certfile, &self.keyfile) {
+            (Some(cert), Some(key)) => Some((cert, key)),
             _ => None,
         }
     }
@@ -156,6 +184,51 @@ impl RestApiConfig {
             }
         }
         self.check_token(p);
+        self.check_tls(p);
+    }
+
+    /// Both or neither of `certfile` and `keyfile`, each a readable file.
+    /// Whether they hold a usable PEM certificate and key is checked when
+    /// the REST server starts (the witness links no TLS code).
+    fn check_tls(&self, p: &mut Problems) {
+        let pair = [
+            (
+                "restapi.certfile",
+                &self.certfile,
+                "restapi.keyfile",
+                &self.keyfile,
+            ),
+            (
+                "restapi.keyfile",
+                &self.keyfile,
+                "restapi.certfile",
+                &self.certfile,
+            ),
+        ];
+        for (key, path, other_key, other) in pair {
+            match path {
+                None if other.is_some() => p.add(
+                    key,
+                    format!("is missing while {other_key} is set — set both certfile and keyfile, or neither"),
+                ),
+                None => {}
+                Some(path) if path.as_os_str().is_empty() => p.add(
+                    key,
+                    "is empty — name a PEM file, or remove certfile and keyfile for plain HTTP",
+                ),
+                Some(path) => {
+                    if let Err(e) = std::fs::File::open(path) {
+                        p.add(
+                            key,
+                            format!(
+                                "cannot read {}: {e} — create the file or fix the path",
+                                path.display()
+                            ),
+                        );
+                    }
+                }
+            }
+        }
     }
 
     fn check_token(&self, p: &mut Problems) {

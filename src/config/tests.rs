@@ -144,6 +144,11 @@ fn bad_cases() -> Vec<(&'static str, NodeKind, String, &'static str, &'static st
         ("restapi short token", Data, format!("{DATA}restapi: {{ token: short }}\n"), "restapi.token", "use at least 16"),
         ("restapi two tokens", Data, format!("{DATA}restapi: {{ token: 0123456789abcdef, token_file: /nonexistent }}\n"), "restapi.token_file", "keep only one"),
         ("restapi unreadable token file", Data, format!("{DATA}restapi: {{ token_file: /nonexistent/pgkeel-token }}\n"), "restapi.token_file", "cannot read /nonexistent/pgkeel-token"),
+        ("restapi certfile without keyfile", Data, format!("{DATA}restapi: {{ certfile: /etc/hosts }}\n"), "restapi.keyfile", "is missing while restapi.certfile is set — set both certfile and keyfile, or neither"),
+        ("restapi keyfile without certfile", Data, format!("{DATA}restapi: {{ keyfile: /etc/hosts }}\n"), "restapi.certfile", "set both certfile and keyfile, or neither"),
+        ("restapi missing certfile", Data, format!("{DATA}restapi: {{ certfile: /nonexistent/pgkeel.crt, keyfile: /etc/hosts }}\n"), "restapi.certfile", "cannot read /nonexistent/pgkeel.crt"),
+        ("restapi missing keyfile", Data, format!("{DATA}restapi: {{ certfile: /etc/hosts, keyfile: /nonexistent/pgkeel.key }}\n"), "restapi.keyfile", "cannot read /nonexistent/pgkeel.key"),
+        ("restapi empty certfile", Data, format!("{DATA}restapi: {{ certfile: '', keyfile: /etc/hosts }}\n"), "restapi.certfile", "name a PEM file"),
         ("log filter", Data, edit(DATA, "name: node1\n", "name: node1\nlog: { level: 'info,[' }\n"), "log.level", "write e.g. info"),
     ]
 }
@@ -519,4 +524,26 @@ fn restapi_credentials_load_from_the_file_and_a_token_file() {
     assert_eq!(auth.username, "admin");
     assert_eq!(auth.password.expose(), "0123456789abcdef");
     assert!(!format!("{rest:?}").contains("0123456789abcdef"));
+}
+
+#[test]
+fn restapi_tls_files_are_both_or_neither() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("rest.crt"), dir.path().join("rest.key"));
+    std::fs::write(&cert, "certificate").unwrap();
+    std::fs::write(&key, "key").unwrap();
+    let text = format!(
+        "{DATA}restapi: {{ certfile: {}, keyfile: {} }}\n",
+        cert.display(),
+        key.display()
+    );
+    let config = parse(&text, "test.yml", NodeKind::Data).unwrap();
+    assert_eq!(
+        config.restapi().tls_files(),
+        Some((cert.as_path(), key.as_path()))
+    );
+    assert_eq!(config.restapi().api_url(), "https://127.0.0.1:8008");
+    let plain = parse(DATA, "test.yml", NodeKind::Data).unwrap();
+    assert_eq!(plain.restapi().tls_files(), None);
+    assert_eq!(plain.restapi().api_url(), "http://127.0.0.1:8008");
 }

@@ -34,7 +34,7 @@ pub fn spec(config: &Config) -> anyhow::Result<(AgentSpec, crate::config::Postgr
     let spec = AgentSpec {
         name: config.name.clone(),
         slot: sanitize_slot_name(&config.name),
-        api_url: format!("http://{}", config.restapi().connect_address()),
+        api_url: config.restapi().api_url(),
         pg_address,
         tags: MemberTags {
             nofailover: tags.nofailover(),

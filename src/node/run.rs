@@ -67,7 +67,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     })?;
     #[cfg(feature = "data-node")]
     let rest_listener = match config.postgresql.is_some() {
-        true => Some(crate::rest::bind(config.restapi().listen).await?),
+        true => {
+            let restapi = config.restapi();
+            let tls = match restapi.tls_files() {
+                Some((cert, key)) => Some(crate::rest::RestTls::load(cert, key)?),
+                None => None,
+            };
+            Some((crate::rest::bind(restapi.listen).await?, tls))
+        }
         false => None,
     };
     let spec = spec(&config)?;
@@ -94,7 +101,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let (agent_stop, agent_stop_rx) = tokio::sync::watch::channel(false);
     #[cfg(feature = "data-node")]
     let (mut agent, rest) = match rest_listener {
-        Some(listener) => {
+        Some((listener, tls)) => {
             let (status_tx, status_rx) = tokio::sync::watch::channel(Default::default());
             let agent = super::agent::start(
                 &config,
@@ -105,11 +112,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             )?;
             let state =
                 crate::rest::RestState::from_config(&config, voter.store.clone(), status_rx);
-            tracing::info!(listen = %config.restapi().listen, "REST API running");
-            (
-                Some(agent),
-                Some(crate::rest::RestServer::start(listener, state)),
-            )
+            let https = tls.is_some();
+            tracing::info!(listen = %config.restapi().listen, https, "REST API running");
+            let server = match tls {
+                Some(tls) => crate::rest::RestServer::start_tls(listener, state, tls),
+                None => crate::rest::RestServer::start(listener, state),
+            };
+            (Some(agent), Some(server))
         }
         None => (None, None),
     };

@@ -22,6 +22,7 @@ mod metrics;
 mod node_json;
 mod query;
 mod source;
+mod tls;
 mod unsafe_calls;
 
 #[cfg(test)]
@@ -47,6 +48,7 @@ pub use auth::Credentials;
 pub use health::Check;
 pub use query::parse_size;
 pub use source::{ClusterSource, StoreSource};
+pub use tls::RestTls;
 
 /// What the REST API knows about this node from its config file.
 #[derive(Debug, Clone)]
@@ -158,6 +160,15 @@ impl RestServer {
     pub fn start(listener: TcpListener, state: RestState) -> RestServer {
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(serve(listener, Arc::new(state), async {
+            let _ = stopped.await;
+        }));
+        RestServer { stop, task }
+    }
+
+    /// Serves `state` over HTTPS only, with `tls` (see [`RestTls::load`]).
+    pub fn start_tls(listener: TcpListener, state: RestState, tls: RestTls) -> RestServer {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(tls::serve_tls(listener, Arc::new(state), tls, async {
             let _ = stopped.await;
         }));
         RestServer { stop, task }

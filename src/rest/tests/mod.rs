@@ -3,6 +3,7 @@
 
 mod checks;
 mod documents;
+mod tls;
 mod unsafe_calls;
 
 use std::collections::BTreeMap;
@@ -180,13 +181,15 @@ pub const USER: &str = "admin";
 pub const PASSWORD: &str = "0123456789abcdef-pw";
 pub const TOKEN: &str = "0123456789abcdef-token";
 
-pub fn harness_with(
+/// The API's state for `status`, with the store behind it and the sender
+/// that keeps the state's receiver connected.
+pub fn state_with(
     status: NodeStatus,
     node_tags: BTreeMap<String, Scalar>,
     source: FakeSource,
     credentials: Credentials,
     now: BootInstant,
-) -> Harness {
+) -> (RestState, Arc<FakeSource>, watch::Sender<NodeStatus>) {
     let (tx, rx) = watch::channel(status);
     let source = Arc::new(source);
     let state = RestState {
@@ -201,6 +204,17 @@ pub fn harness_with(
         credentials,
         cluster: source.clone(),
     };
+    (state, source, tx)
+}
+
+pub fn harness_with(
+    status: NodeStatus,
+    node_tags: BTreeMap<String, Scalar>,
+    source: FakeSource,
+    credentials: Credentials,
+    now: BootInstant,
+) -> Harness {
+    let (state, source, tx) = state_with(status, node_tags, source, credentials, now);
     Harness {
         app: router(Arc::new(state)),
         source,
