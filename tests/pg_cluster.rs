@@ -308,6 +308,26 @@ fn a_killed_primary_rejoins_on_the_new_timeline_by_itself() {
     sql(&rt, &hosts[&survivor], "insert into t values (-1)").unwrap();
     tracing::info!(
         survivor,
+        "phase: promoted; the switch is recorded in history"
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let out = c.ctl(&c.file_of(&survivor), &["store", "get", "history"]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        if text.contains(&format!("\"new_leader\":\"{survivor}\""))
+            && text.contains("\"timeline\":1")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "history does not record the switch to {survivor}: {text}\n{}",
+            c.logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    tracing::info!(
+        survivor,
         "phase: promoted and writable; restart the killed node"
     );
     let restarted = Instant::now();

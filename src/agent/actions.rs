@@ -347,6 +347,73 @@ pub async fn run_pg<P: Postgres>(
     done(kind, result)
 }
 
+/// Appends the switch onto `timeline` to the `history` key unless it is
+/// there: read from this node's `.history` file, written with a
+/// compare-and-set on the key's revision (a lost race is tried again on
+/// the next status publish). Returns whether the key now holds it.
+pub async fn record_history<P: Postgres>(
+    store: &Store,
+    pg: &P,
+    me: &str,
+    timeline: u32,
+) -> Result<bool, String> {
+    use crate::store::Consistency;
+    let current = store
+        .get(keys::HISTORY, Consistency::Linearizable)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (mut records, expect) = match &current {
+        Some(kv) => (
+            keys::decode::<Vec<keys::HistoryRecord>>(keys::HISTORY, &kv.value)?,
+            Expect::ModRevision(kv.mod_revision),
+        ),
+        None => (Vec::new(), Expect::Absent),
+    };
+    if records.iter().any(|r| r.timeline + 1 >= timeline) {
+        return Ok(true);
+    }
+    let Some(switch) = pg.timeline_switch(timeline).await.map_err(pg_err)? else {
+        return Ok(false);
+    };
+    records.push(keys::HistoryRecord {
+        timeline: switch.parent,
+        lsn: switch.lsn,
+        reason: switch.reason,
+        time: rfc3339_now(),
+        new_leader: me.to_string(),
+    });
+    let value = serde_json::to_string(&records).map_err(|e| e.to_string())?;
+    match store.put(keys::HISTORY, &value, None, expect).await {
+        Ok(Ok(_)) => {
+            tracing::info!(timeline, "recorded the timeline switch in history");
+            Ok(true)
+        }
+        Ok(Err(_)) => Ok(false),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Now as RFC 3339 UTC, for people reading `history` (never compared).
+fn rfc3339_now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (h, m, s) = (rem / 3600, rem % 3600 / 60, rem % 60);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(mo <= 2);
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{m:02}:{s:02}Z")
+}
+
 /// Asks every member in `members` its position at once; the event lists
 /// those that answered.
 pub async fn query_positions(store: &Store, members: Vec<String>, timeout: Duration) -> Event {

@@ -17,6 +17,7 @@ pub mod actions;
 pub mod view;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -108,8 +109,14 @@ pub async fn run<P: Postgres + 'static>(
     };
     let mut refused: Option<String> = None;
     let mut spec = Arc::new(spec);
-    let configured = Arc::new(Mutex::new(Configured::default()));
     let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
+    let lanes = Lanes {
+        store: store.clone(),
+        pg: pg.clone(),
+        configured: Arc::new(Mutex::new(Configured::default())),
+        tx: tx.clone(),
+        history_done: Arc::new(AtomicU32::new(1)),
+    };
     let mut watch = store.watch("");
     let mut kv: BTreeMap<String, KeyValue> = watch
         .initial
@@ -151,7 +158,7 @@ pub async fn run<P: Postgres + 'static>(
                     }));
                     continue;
                 }
-                dispatch(&store, &pg, &spec, &configured, &tx, &mut pg_task, action);
+                dispatch(&lanes, &spec, &mut pg_task, action);
             }
         }
         let now = clock.now();
@@ -304,16 +311,30 @@ fn is_store_action(a: &Action) -> bool {
     )
 }
 
+/// What every action task needs, shared by the driver's tasks.
+struct Lanes<P> {
+    store: Store,
+    pg: Arc<P>,
+    configured: Arc<Mutex<Configured>>,
+    tx: mpsc::UnboundedSender<Event>,
+    /// The highest timeline whose switch `history` is known to hold.
+    history_done: Arc<AtomicU32>,
+}
+
 fn dispatch<P: Postgres + 'static>(
-    store: &Store,
-    pg: &Arc<P>,
+    lanes: &Lanes<P>,
     spec: &Arc<AgentSpec>,
-    configured: &Arc<Mutex<Configured>>,
-    tx: &mpsc::UnboundedSender<Event>,
     pg_task: &mut Option<(ActionKind, JoinHandle<()>)>,
     action: Action,
 ) {
     tracing::debug!(?action, "action");
+    let Lanes {
+        store,
+        pg,
+        configured,
+        tx,
+        history_done,
+    } = lanes;
     let tx = tx.clone();
     if let Action::QueryPositions { members, timeout } = action {
         let store = store.clone();
@@ -324,8 +345,26 @@ fn dispatch<P: Postgres + 'static>(
     }
     if is_store_action(&action) {
         let (store, spec) = (store.clone(), spec.clone());
+        // After a promotion the first status publish on the new timeline
+        // also records the switch in `history` (once per timeline).
+        let history = match &action {
+            Action::PublishStatus(s) if s.timeline > history_done.load(Ordering::Relaxed) => {
+                Some((s.timeline, pg.clone(), history_done.clone()))
+            }
+            _ => None,
+        };
         tokio::spawn(async move {
             let _ = tx.send(actions::run_store(&store, &spec, action).await);
+            if let Some((timeline, pg, done)) = history {
+                match actions::record_history(&store, pg.as_ref(), &spec.name, timeline).await {
+                    Ok(true) => done.fetch_max(timeline, Ordering::Relaxed),
+                    Ok(false) => 0,
+                    Err(e) => {
+                        tracing::warn!("cannot record the timeline switch in history yet: {e}");
+                        0
+                    }
+                };
+            }
         });
         return;
     }

@@ -466,6 +466,23 @@ impl Postgres for FakePostgres {
         }))
     }
 
+    async fn timeline_switch(
+        &self,
+        timeline: u32,
+    ) -> Result<Option<super::TimelineSwitch>, PgError> {
+        let st = self.op("timeline_switch")?;
+        // `history` holds (ended timeline, where it ended), oldest first.
+        Ok(st
+            .history
+            .iter()
+            .find(|(tli, _)| tli + 1 == timeline)
+            .map(|(tli, end)| super::TimelineSwitch {
+                parent: *tli,
+                lsn: *end,
+                reason: "no recovery target specified".into(),
+            }))
+    }
+
     fn fence_fn(&self) -> crate::fence::FenceFn {
         let state = self.state.clone();
         Box::new(move || {

@@ -60,7 +60,7 @@ pub use real::RealPostgres;
 pub use setup::{find_bin_dir, server_major, MIN_MAJOR};
 pub use types::{
     ControlData, PgState, ReplicationRow, RewindOutcome, Running, ServerRole, SlotInfo, StartSpec,
-    StopMode, WantedRole,
+    StopMode, TimelineSwitch, WantedRole,
 };
 
 /// What the HA driver can ask of a node's PostgreSQL. Every method is
@@ -136,6 +136,15 @@ pub trait Postgres: Send + Sync {
     /// immediate mode by PID, for the fencing thread ([`crate::fence`]): it
     /// must work while the async runtime is stalled.
     fn fence_fn(&self) -> crate::fence::FenceFn;
+
+    /// Where `timeline` began: the last line of its `.history` file in
+    /// `pg_wal` — the parent timeline, the WAL position where it forked
+    /// off, and PostgreSQL's reason. `None` for timeline 1 or when the file
+    /// is missing.
+    fn timeline_switch(
+        &self,
+        timeline: u32,
+    ) -> impl Future<Output = Result<Option<types::TimelineSwitch>, PgError>> + Send;
 
     /// The postmaster's PID when one is alive for this data directory.
     fn postmaster_pid(&self) -> impl Future<Output = Result<Option<u32>, PgError>> + Send;

@@ -275,6 +275,25 @@ impl Postgres for RealPostgres {
         }
     }
 
+    async fn timeline_switch(
+        &self,
+        timeline: u32,
+    ) -> Result<Option<super::TimelineSwitch>, PgError> {
+        if timeline < 2 {
+            return Ok(None);
+        }
+        let path = self
+            .config
+            .data_dir
+            .join("pg_wal")
+            .join(format!("{timeline:08X}.history"));
+        match tokio::fs::read_to_string(&path).await {
+            Ok(text) => Ok(super::TimelineSwitch::parse_last(&text)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(PgError::io(format!("reading {}", path.display()))(e)),
+        }
+    }
+
     fn fence_fn(&self) -> crate::fence::FenceFn {
         let data_dir = self.config.data_dir.clone();
         Box::new(move || super::fence_blocking(&data_dir, FENCE_SIGKILL_AFTER))

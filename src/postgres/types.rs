@@ -221,6 +221,62 @@ impl ControlData {
     }
 }
 
+/// One line of a timeline `.history` file: where a timeline began.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TimelineSwitch {
+    /// The timeline that ended.
+    pub parent: u32,
+    /// The WAL position where the new timeline forked off.
+    pub lsn: u64,
+    /// PostgreSQL's wording (`no recovery target specified`, ...).
+    pub reason: String,
+}
+
+impl TimelineSwitch {
+    /// The last well-formed line of a `.history` file's text. Comments and
+    /// malformed lines are skipped, never a panic.
+    pub fn parse_last(text: &str) -> Option<TimelineSwitch> {
+        text.lines()
+            .rev()
+            .filter(|l| !l.trim_start().starts_with('#'))
+            .find_map(|l| {
+                let mut f = l.split_whitespace();
+                let parent = f.next()?.parse().ok()?;
+                let lsn = super::lsn::parse_lsn(f.next()?).ok()?;
+                let reason = f.collect::<Vec<_>>().join(" ");
+                Some(TimelineSwitch {
+                    parent,
+                    lsn,
+                    reason,
+                })
+            })
+    }
+}
+
+#[cfg(test)]
+mod history_tests {
+    use super::TimelineSwitch;
+
+    #[test]
+    fn the_last_line_of_a_history_file() {
+        let text = "1\t0/3000060\tno recovery target specified\n\n2\t0/5000A28\tno recovery target specified\n";
+        assert_eq!(
+            TimelineSwitch::parse_last(text),
+            Some(TimelineSwitch {
+                parent: 2,
+                lsn: 0x500_0A28,
+                reason: "no recovery target specified".into()
+            })
+        );
+        assert_eq!(TimelineSwitch::parse_last("# comment\n"), None);
+        assert_eq!(TimelineSwitch::parse_last("x y z\n"), None);
+        assert_eq!(TimelineSwitch::parse_last(""), None);
+        // A malformed last line falls back to the last good one.
+        let torn = "1\t0/3000060\tfine\n2\tnot-an-lsn\n";
+        assert_eq!(TimelineSwitch::parse_last(torn).map(|s| s.parent), Some(1));
+    }
+}
+
 /// What a pg_rewind did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
