@@ -29,7 +29,11 @@
 //!     ▲                                                 │failed
 //!     └─────────────────────────────────────────────────┘
 //!
-//!  Replica ◀────── lease lost (Fence first; issue 4: ─▶ Fenced) ────── Primary
+//!  Primary ─lease lost─▶ (fenced: Fence in flight, by PID, immediate; the
+//!     fencing thread does the same at valid_until) ─▶ Replica, where a
+//!     stopped former primary is held stopped until the leader key names a
+//!     member on a newer timeline (─▶ Rejoining) or the key is vacant while
+//!     our lease is valid (start with no upstream, then race)
 //!  Replica ─data dir empty─▶ Bootstrapping::AwaitingLeader
 //!
 //!  Rejoining (leader up on a newer timeline than ours, see `rejoin`):
@@ -52,6 +56,7 @@
 //!     └───────────── released ──────────────────────────────────┘
 //!  Candidate::Promoting / Abandoning ── lease lost (Fence if needed) ──▶ Replica
 //!
+//!  Demoting (SIGTERM; a switchover's demote arrives with the admin calls):
 //!  any state ─Shutdown─▶ Stopping::StoppingPostgres (fast; Fence if that fails)
 //!     ├─ held the leader key and stopped cleanly ─▶ AwaitingReplica
 //!     │      (until a standby is past the shutdown checkpoint, the lease is
