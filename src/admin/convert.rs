@@ -2,7 +2,7 @@
 
 use crate::consensus::types::KeyValue;
 use crate::pb::admin as pb;
-use crate::store::keys::MemberRecord;
+use crate::store::keys::{HistoryRecord, MemberRecord};
 use crate::store::VoterProbe;
 
 pub fn key_value(kv: KeyValue) -> pb::KeyValue {
@@ -110,4 +110,14 @@ pub fn members(
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
     out
+}
+
+pub fn history_entry(r: HistoryRecord) -> pb::HistoryEntry {
+    pb::HistoryEntry {
+        timeline: r.timeline,
+        lsn: r.lsn,
+        reason: r.reason,
+        time: r.time,
+        new_leader: r.new_leader,
+    }
 }

@@ -2,16 +2,17 @@
 //! Thin: it checks credentials, calls the store and converts to protobuf.
 
 mod convert;
+pub mod dsn;
 
 use tonic::{Request, Response, Status};
 
 use crate::consensus::handler::state_name;
 use crate::consensus::peer::StoreError;
 use crate::consensus::types::Expect;
-use crate::consensus::types::NodeId;
+use crate::consensus::types::{KeyValue, NodeId};
 use crate::pb::admin as pb;
 use crate::pb::admin::admin_server::{Admin, AdminServer};
-use crate::store::keys::{self, MemberRecord};
+use crate::store::keys::{self, HistoryRecord, MemberRecord};
 use crate::store::{Consistency, Store, VoterProbe};
 
 /// The admin service of one node.
@@ -27,6 +28,28 @@ impl AdminService {
             store,
             token: token.to_string(),
         })
+    }
+
+    /// Every key under `prefix`, through the Raft leader so a node that has
+    /// just restarted and is still catching up does not show the cluster as
+    /// it was; this node's own copy only when no quorum answers.
+    async fn read(&self, prefix: &str) -> Result<Vec<KeyValue>, Status> {
+        match self.store.range(prefix, Consistency::Linearizable).await {
+            Ok((_, kvs)) => Ok(kvs),
+            Err(e) => {
+                tracing::debug!("answering from this node's own copy of the store: {e}");
+                self.store
+                    .range(prefix, Consistency::Local)
+                    .await
+                    .map(|(_, kvs)| kvs)
+                    .map_err(store_status)
+            }
+        }
+    }
+
+    /// The one key `key`, if set.
+    async fn read_key(&self, key: &str) -> Result<Option<KeyValue>, Status> {
+        Ok(self.read(key).await?.into_iter().find(|kv| kv.key == key))
     }
 
     fn authorize<T>(&self, req: &Request<T>) -> Result<(), Status> {
@@ -92,6 +115,29 @@ pub async fn raft_facts(store: &Store) -> RaftFacts {
     }
 }
 
+/// The member records among `kvs`; an unreadable one is logged and skipped.
+fn member_records(kvs: &[KeyValue]) -> Vec<MemberRecord> {
+    kvs.iter()
+        .filter(|kv| kv.key.starts_with(keys::MEMBERS))
+        .filter_map(
+            |kv| match keys::decode::<MemberRecord>(&kv.key, &kv.value) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    tracing::warn!("{e}");
+                    None
+                }
+            },
+        )
+        .collect()
+}
+
+/// The holder of the leader key among `kvs`.
+fn leader_of(kvs: &[KeyValue]) -> Option<&str> {
+    kvs.iter()
+        .find(|kv| kv.key == keys::LEADER)
+        .map(|kv| kv.value.as_str())
+}
+
 /// Maps a store error to the gRPC status an operator's tool should show.
 fn store_status(e: StoreError) -> Status {
     match &e {
@@ -134,42 +180,15 @@ impl Admin for AdminService {
         &self,
         _req: Request<pb::ListMembersRequest>,
     ) -> Result<Response<pb::ListMembersReply>, Status> {
-        // Through the Raft leader, so a node that has just restarted and is
-        // still catching up does not show the cluster as it was; this node's
-        // own copy only when no quorum answers.
-        let (_, kvs) = match self.store.range("", Consistency::Linearizable).await {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::debug!("list shows this node's own copy of the store: {e}");
-                self.store
-                    .range("", Consistency::Local)
-                    .await
-                    .map_err(store_status)?
-            }
-        };
-        let records: Vec<MemberRecord> = kvs
-            .iter()
-            .filter(|kv| kv.key.starts_with(keys::MEMBERS))
-            .filter_map(
-                |kv| match keys::decode::<MemberRecord>(&kv.key, &kv.value) {
-                    Ok(r) => Some(r),
-                    Err(e) => {
-                        tracing::warn!("{e}");
-                        None
-                    }
-                },
-            )
-            .collect();
-        let leader = kvs
-            .iter()
-            .find(|kv| kv.key == keys::LEADER)
-            .map(|kv| kv.value.clone());
+        let kvs = self.read("").await?;
+        let records = member_records(&kvs);
+        let leader = leader_of(&kvs);
         let voters = self.store.probe_voters().await;
         Ok(Response::new(pb::ListMembersReply {
             scope: self.store.identity().scope.clone(),
             cluster_id: self.store.identity().cluster_id(),
-            leader: leader.clone().unwrap_or_default(),
-            members: convert::members(leader.as_deref(), &records, &voters),
+            leader: leader.unwrap_or_default().to_string(),
+            members: convert::members(leader, &records, &voters),
         }))
     }
 
@@ -235,5 +254,46 @@ impl Admin for AdminService {
             .map_err(store_status)?
             .map_err(|_| Status::aborted("the delete lost a race; retry"))?;
         Ok(Response::new(pb::StoreWriteReply { revision }))
+    }
+
+    async fn show_config(
+        &self,
+        _req: Request<pb::ShowConfigRequest>,
+    ) -> Result<Response<pb::ShowConfigReply>, Status> {
+        let kv = self.read_key(keys::CONFIG).await?.ok_or_else(|| {
+            Status::not_found(
+                "no dynamic config yet: the first data node writes it when it bootstraps the cluster",
+            )
+        })?;
+        Ok(Response::new(pb::ShowConfigReply {
+            json: kv.value,
+            mod_revision: kv.mod_revision,
+        }))
+    }
+
+    async fn history(
+        &self,
+        _req: Request<pb::HistoryRequest>,
+    ) -> Result<Response<pb::HistoryReply>, Status> {
+        let records: Vec<HistoryRecord> = match self.read_key(keys::HISTORY).await? {
+            Some(kv) => keys::decode(&kv.key, &kv.value).map_err(Status::data_loss)?,
+            None => Vec::new(),
+        };
+        Ok(Response::new(pb::HistoryReply {
+            entries: records.into_iter().map(convert::history_entry).collect(),
+        }))
+    }
+
+    async fn dsn(&self, req: Request<pb::DsnRequest>) -> Result<Response<pb::DsnReply>, Status> {
+        let role: dsn::DsnRole = req
+            .into_inner()
+            .role
+            .parse()
+            .map_err(Status::invalid_argument)?;
+        // One read, so the leader and the records are of the same moment.
+        let kvs = self.read("").await?;
+        let (dsn, members) = dsn::build(role, leader_of(&kvs), &member_records(&kvs))
+            .map_err(Status::failed_precondition)?;
+        Ok(Response::new(pb::DsnReply { dsn, members }))
     }
 }

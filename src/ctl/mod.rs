@@ -44,12 +44,33 @@ pub struct Cli {
 pub enum Format {
     Table,
     Json,
+    Yaml,
+}
+
+/// The server a `dsn` should lead to.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DsnRole {
+    /// The writable primary (`target_session_attrs=read-write`).
+    Primary,
+    /// A standby (`target_session_attrs=standby`, libpq 14 or newer).
+    Replica,
+    /// Whichever answers first.
+    Any,
 }
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Every member: role, state, timeline, lag (like `patronictl list`).
     List,
+    /// The dynamic cluster configuration (YAML unless --format json).
+    ShowConfig,
+    /// Every timeline switch: timeline, fork LSN, reason, time, new leader.
+    History,
+    /// A libpq multi-host connection URI over every data member.
+    Dsn {
+        #[arg(long, value_enum, default_value_t = DsnRole::Primary)]
+        role: DsnRole,
+    },
     /// Raft consensus state.
     Raft {
         #[command(subcommand)]
@@ -170,6 +191,35 @@ pub async fn run(cli: Cli) -> Result<String, CtlError> {
                 .map_err(|s| status_error(&endpoint, s))?
                 .into_inner();
             Ok(output::list(&reply, cli.format))
+        }
+        Command::ShowConfig => {
+            let reply = client
+                .show_config(pb::ShowConfigRequest {})
+                .await
+                .map_err(|s| status_error(&endpoint, s))?
+                .into_inner();
+            output::show_config(&reply, cli.format).map_err(CtlError)
+        }
+        Command::History => {
+            let reply = client
+                .history(pb::HistoryRequest {})
+                .await
+                .map_err(|s| status_error(&endpoint, s))?
+                .into_inner();
+            Ok(output::history(&reply, cli.format))
+        }
+        Command::Dsn { role } => {
+            let role = match role {
+                DsnRole::Primary => "primary",
+                DsnRole::Replica => "replica",
+                DsnRole::Any => "any",
+            };
+            let reply = client
+                .dsn(pb::DsnRequest { role: role.into() })
+                .await
+                .map_err(|s| status_error(&endpoint, s))?
+                .into_inner();
+            Ok(output::dsn(&reply, cli.format))
         }
         Command::Raft {
             command: RaftCommand::Status,

@@ -1,9 +1,28 @@
-//! How `pgkeelctl` prints answers: aligned tables for people, JSON for tools.
+//! How `pgkeelctl` prints answers: aligned tables for people, JSON or YAML
+//! for tools (the same document in either).
 
-use serde_json::json;
+use serde_json::{json, Value};
 
 use super::Format;
 use crate::pb::admin as pb;
+
+/// PostgreSQL's `X/Y` spelling of a WAL position (`postgres::lsn` is not
+/// part of the witness-sized build this CLI also ships in).
+fn format_lsn(lsn: u64) -> String {
+    format!("{:X}/{:X}", lsn >> 32, lsn & 0xFFFF_FFFF)
+}
+
+/// A document as JSON (one line) or YAML.
+fn render(doc: Value, format: Format) -> String {
+    match format {
+        Format::Yaml => match serde_norway::to_string(&doc) {
+            Ok(y) => y.trim_end().to_string(),
+            // A JSON value always has a YAML form; keep the answer if not.
+            Err(_) => doc.to_string(),
+        },
+        Format::Json | Format::Table => doc.to_string(),
+    }
+}
 
 fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
@@ -34,28 +53,30 @@ pub fn raft_status(r: &pb::RaftStatusReply, format: Format) -> String {
         Some(r.leader_id)
     };
     match format {
-        Format::Json => json!({
-            "scope": r.scope,
-            "cluster_id": r.cluster_id,
-            "asked": {"id": r.node_id, "name": r.node_name, "state": r.state},
-            "leader": leader.map(|id| json!({"id": id, "name": r.leader_name})),
-            "term": r.term,
-            "last_applied": r.last_applied,
-            "last_log_index": r.last_log_index,
-            "store_revision": r.store_revision,
-            "voters": r.voters.iter().map(|v| json!({
-                "id": v.id,
-                "name": v.name,
-                "address": v.address,
-                "kind": if v.witness { "witness" } else { "data" },
-                "reachable": v.reachable,
-                "state": if v.reachable { Some(&v.state) } else { None },
-                "last_log_index": if v.reachable { Some(v.last_log_index) } else { None },
-                "leader": leader == Some(v.id),
-                "error": if v.error.is_empty() { None } else { Some(&v.error) },
-            })).collect::<Vec<_>>(),
-        })
-        .to_string(),
+        Format::Json | Format::Yaml => render(
+            json!({
+                "scope": r.scope,
+                "cluster_id": r.cluster_id,
+                "asked": {"id": r.node_id, "name": r.node_name, "state": r.state},
+                "leader": leader.map(|id| json!({"id": id, "name": r.leader_name})),
+                "term": r.term,
+                "last_applied": r.last_applied,
+                "last_log_index": r.last_log_index,
+                "store_revision": r.store_revision,
+                "voters": r.voters.iter().map(|v| json!({
+                    "id": v.id,
+                    "name": v.name,
+                    "address": v.address,
+                    "kind": if v.witness { "witness" } else { "data" },
+                    "reachable": v.reachable,
+                    "state": if v.reachable { Some(&v.state) } else { None },
+                    "last_log_index": if v.reachable { Some(v.last_log_index) } else { None },
+                    "leader": leader == Some(v.id),
+                    "error": if v.error.is_empty() { None } else { Some(&v.error) },
+                })).collect::<Vec<_>>(),
+            }),
+            format,
+        ),
         Format::Table => {
             let head = format!(
                 "scope {} (cluster {}), asked {} (id {}): {}, term {}, leader {}",
@@ -124,15 +145,17 @@ pub fn raft_status(r: &pb::RaftStatusReply, format: Format) -> String {
 
 pub fn store_get(r: &pb::StoreGetReply, format: Format) -> String {
     match format {
-        Format::Json => json!({
-            "revision": r.revision,
-            "kvs": r.kvs.iter().map(|kv| json!({
-                "key": kv.key, "value": kv.value, "create_revision": kv.create_revision,
-                "mod_revision": kv.mod_revision, "version": kv.version,
-                "lease": if kv.lease == 0 { None } else { Some(kv.lease) },
-            })).collect::<Vec<_>>(),
-        })
-        .to_string(),
+        Format::Json | Format::Yaml => render(
+            json!({
+                "revision": r.revision,
+                "kvs": r.kvs.iter().map(|kv| json!({
+                    "key": kv.key, "value": kv.value, "create_revision": kv.create_revision,
+                    "mod_revision": kv.mod_revision, "version": kv.version,
+                    "lease": if kv.lease == 0 { None } else { Some(kv.lease) },
+                })).collect::<Vec<_>>(),
+            }),
+            format,
+        ),
         Format::Table => r
             .kvs
             .iter()
@@ -144,29 +167,31 @@ pub fn store_get(r: &pb::StoreGetReply, format: Format) -> String {
 
 pub fn revision(revision: u64, format: Format) -> String {
     match format {
-        Format::Json => json!({ "revision": revision }).to_string(),
+        Format::Json | Format::Yaml => render(json!({ "revision": revision }), format),
         Format::Table => format!("OK (revision {revision})"),
     }
 }
 
 pub fn list(r: &pb::ListMembersReply, format: Format) -> String {
     match format {
-        Format::Json => json!({
-            "scope": r.scope,
-            "cluster_id": r.cluster_id,
-            "leader": if r.leader.is_empty() { None } else { Some(&r.leader) },
-            "members": r.members.iter().map(|m| json!({
-                "name": m.name,
-                "host": m.host,
-                "role": m.role,
-                "state": m.state,
-                "timeline": if m.timeline == 0 { None } else { Some(m.timeline) },
-                "lag": m.lag_bytes,
-                "pending_restart": m.pending_restart,
-                "tags": m.tags,
-            })).collect::<Vec<_>>(),
-        })
-        .to_string(),
+        Format::Json | Format::Yaml => render(
+            json!({
+                "scope": r.scope,
+                "cluster_id": r.cluster_id,
+                "leader": if r.leader.is_empty() { None } else { Some(&r.leader) },
+                "members": r.members.iter().map(|m| json!({
+                    "name": m.name,
+                    "host": m.host,
+                    "role": m.role,
+                    "state": m.state,
+                    "timeline": if m.timeline == 0 { None } else { Some(m.timeline) },
+                    "lag": m.lag_bytes,
+                    "pending_restart": m.pending_restart,
+                    "tags": m.tags,
+                })).collect::<Vec<_>>(),
+            }),
+            format,
+        ),
         Format::Table => {
             let rows: Vec<Vec<String>> = r
                 .members
@@ -218,5 +243,175 @@ pub fn list(r: &pb::ListMembersReply, format: Format) -> String {
                 )
             )
         }
+    }
+}
+
+/// `show-config`: the stored JSON document as YAML (the default) or JSON.
+pub fn show_config(r: &pb::ShowConfigReply, format: Format) -> Result<String, String> {
+    let doc: Value = serde_json::from_str(&r.json).map_err(|e| {
+        format!("the store's config key is not JSON ({e}); rewrite it with PATCH /config on a node's REST API")
+    })?;
+    Ok(match format {
+        Format::Json => doc.to_string(),
+        Format::Table | Format::Yaml => render(doc, Format::Yaml),
+    })
+}
+
+pub fn history(r: &pb::HistoryReply, format: Format) -> String {
+    match format {
+        Format::Json | Format::Yaml => render(
+            Value::Array(
+                r.entries
+                    .iter()
+                    .map(|h| {
+                        json!({
+                            "timeline": h.timeline,
+                            "lsn": format_lsn(h.lsn),
+                            "lsn_bytes": h.lsn,
+                            "reason": h.reason,
+                            "time": h.time,
+                            "new_leader": h.new_leader,
+                        })
+                    })
+                    .collect(),
+            ),
+            format,
+        ),
+        Format::Table => {
+            let rows: Vec<Vec<String>> = r
+                .entries
+                .iter()
+                .map(|h| {
+                    vec![
+                        h.timeline.to_string(),
+                        format_lsn(h.lsn),
+                        h.reason.clone(),
+                        h.time.clone(),
+                        h.new_leader.clone(),
+                    ]
+                })
+                .collect();
+            table(&["TL", "LSN", "Reason", "Timestamp", "New Leader"], &rows)
+        }
+    }
+}
+
+pub fn dsn(r: &pb::DsnReply, format: Format) -> String {
+    match format {
+        Format::Json | Format::Yaml => {
+            render(json!({ "dsn": r.dsn, "members": r.members }), format)
+        }
+        Format::Table => r.dsn.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn history_table_spells_lsns_as_postgres_does() {
+        let r = pb::HistoryReply {
+            entries: vec![
+                pb::HistoryEntry {
+                    timeline: 1,
+                    lsn: 0x0300_0060,
+                    reason: "failover".into(),
+                    time: "2026-11-22T07:00:00Z".into(),
+                    new_leader: "node2".into(),
+                },
+                pb::HistoryEntry {
+                    timeline: 2,
+                    lsn: (1 << 32) | 0xA8,
+                    reason: "switchover".into(),
+                    time: "2026-11-22T07:05:00Z".into(),
+                    new_leader: "node1".into(),
+                },
+            ],
+        };
+        assert_eq!(
+            history(&r, Format::Table),
+            "TL  LSN        Reason      Timestamp             New Leader\n\
+             1   0/3000060  failover    2026-11-22T07:00:00Z  node2\n\
+             2   1/A8       switchover  2026-11-22T07:05:00Z  node1"
+        );
+        let doc: Value = serde_json::from_str(&history(&r, Format::Json)).unwrap();
+        assert_eq!(doc[1]["lsn"], "1/A8");
+        assert_eq!(doc[1]["lsn_bytes"], (1u64 << 32) | 0xA8);
+        assert_eq!(doc[0]["new_leader"], "node2");
+        assert_eq!(
+            history(&pb::HistoryReply::default(), Format::Table),
+            "TL  LSN  Reason  Timestamp  New Leader"
+        );
+    }
+
+    #[test]
+    fn show_config_is_yaml_by_default_and_json_on_request() {
+        let r = pb::ShowConfigReply {
+            json: r#"{"ttl":30,"postgresql":{"parameters":{"max_connections":100}}}"#.into(),
+            mod_revision: 7,
+        };
+        let yaml = show_config(&r, Format::Table).unwrap();
+        assert_eq!(
+            yaml,
+            // Keys sorted, as `patronictl show-config` prints them.
+            "postgresql:\n  parameters:\n    max_connections: 100\nttl: 30"
+        );
+        assert_eq!(show_config(&r, Format::Yaml).unwrap(), yaml);
+        let back: Value = serde_norway::from_str(&yaml).unwrap();
+        assert_eq!(back, serde_json::from_str::<Value>(&r.json).unwrap());
+        let json: Value = serde_json::from_str(&show_config(&r, Format::Json).unwrap()).unwrap();
+        assert_eq!(json["postgresql"]["parameters"]["max_connections"], 100);
+        let bad = pb::ShowConfigReply {
+            json: "ttl: 30".into(),
+            mod_revision: 1,
+        };
+        assert!(show_config(&bad, Format::Table)
+            .unwrap_err()
+            .contains("config key is not JSON"));
+    }
+
+    #[test]
+    fn list_as_yaml_holds_what_json_holds() {
+        let r = pb::ListMembersReply {
+            scope: "demo".into(),
+            cluster_id: "c1".into(),
+            leader: "node1".into(),
+            members: vec![
+                pb::MemberStatus {
+                    name: "node1".into(),
+                    host: "[::1]:5433".into(),
+                    role: "leader".into(),
+                    state: "running".into(),
+                    timeline: 2,
+                    lag_bytes: Some(0),
+                    ..Default::default()
+                },
+                pb::MemberStatus {
+                    name: "witness1".into(),
+                    role: "witness".into(),
+                    state: "running".into(),
+                    ..Default::default()
+                },
+            ],
+        };
+        let yaml = list(&r, Format::Yaml);
+        assert!(yaml.starts_with("cluster_id: c1\n"), "{yaml}");
+        assert!(yaml.contains("host: '[::1]:5433'"), "{yaml}");
+        let from_yaml: Value = serde_norway::from_str(&yaml).unwrap();
+        let from_json: Value = serde_json::from_str(&list(&r, Format::Json)).unwrap();
+        assert_eq!(from_yaml, from_json);
+        assert_eq!(from_yaml["members"][1]["timeline"], Value::Null);
+    }
+
+    #[test]
+    fn dsn_prints_the_bare_uri_for_people() {
+        let r = pb::DsnReply {
+            dsn: "postgresql://a:1,b:2/postgres?target_session_attrs=any".into(),
+            members: vec!["a".into(), "b".into()],
+        };
+        assert_eq!(dsn(&r, Format::Table), r.dsn);
+        let doc: Value = serde_json::from_str(&dsn(&r, Format::Json)).unwrap();
+        assert_eq!(doc["members"], json!(["a", "b"]));
     }
 }
