@@ -113,8 +113,12 @@ impl ProcCluster {
     pub fn start(&mut self, name: &str) {
         let node = self.nodes.get_mut(name).expect("node");
         assert!(node.child.is_none(), "{name} already runs");
+        // PGKEEL_WITNESS_BIN runs another witness build, e.g. the shipped
+        // `--no-default-features` one, to measure its memory.
+        let witness_bin = std::env::var("PGKEEL_WITNESS_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_pgkeel-witness").to_string());
         let bin = if node.witness {
-            env!("CARGO_BIN_EXE_pgkeel-witness")
+            witness_bin.as_str()
         } else {
             env!("CARGO_BIN_EXE_pgkeel")
         };
