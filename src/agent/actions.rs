@@ -347,16 +347,17 @@ pub async fn run_pg<P: Postgres>(
     done(kind, result)
 }
 
-/// Appends the switch onto `timeline` to the `history` key unless it is
-/// there: read from this node's `.history` file, written with a
-/// compare-and-set on the key's revision (a lost race is tried again on
-/// the next status publish). Returns whether the key now holds it.
+/// Carries out [`Action::RecordHistory`]: appends the switch onto
+/// `timeline` to the `history` key unless it is there, read from this
+/// node's `.history` file and written with a compare-and-set on the key's
+/// revision. `Err` when the switch cannot be read yet or the race was lost
+/// (the core asks again after loop_wait).
 pub async fn record_history<P: Postgres>(
     store: &Store,
     pg: &P,
     me: &str,
     timeline: u32,
-) -> Result<bool, String> {
+) -> Result<(), String> {
     use crate::store::Consistency;
     let current = store
         .get(keys::HISTORY, Consistency::Linearizable)
@@ -370,10 +371,10 @@ pub async fn record_history<P: Postgres>(
         None => (Vec::new(), Expect::Absent),
     };
     if records.iter().any(|r| r.timeline + 1 >= timeline) {
-        return Ok(true);
+        return Ok(());
     }
     let Some(switch) = pg.timeline_switch(timeline).await.map_err(pg_err)? else {
-        return Ok(false);
+        return Err(format!("no history file for timeline {timeline} yet"));
     };
     records.push(keys::HistoryRecord {
         timeline: switch.parent,
@@ -386,9 +387,9 @@ pub async fn record_history<P: Postgres>(
     match store.put(keys::HISTORY, &value, None, expect).await {
         Ok(Ok(_)) => {
             tracing::info!(timeline, "recorded the timeline switch in history");
-            Ok(true)
+            Ok(())
         }
-        Ok(Err(_)) => Ok(false),
+        Ok(Err(_)) => Err("the history key changed meanwhile".into()),
         Err(e) => Err(e.to_string()),
     }
 }

@@ -17,7 +17,6 @@ pub mod actions;
 pub mod view;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -115,7 +114,6 @@ pub async fn run<P: Postgres + 'static>(
         pg: pg.clone(),
         configured: Arc::new(Mutex::new(Configured::default())),
         tx: tx.clone(),
-        history_done: Arc::new(AtomicU32::new(1)),
     };
     let mut watch = store.watch("");
     let mut kv: BTreeMap<String, KeyValue> = watch
@@ -317,8 +315,6 @@ struct Lanes<P> {
     pg: Arc<P>,
     configured: Arc<Mutex<Configured>>,
     tx: mpsc::UnboundedSender<Event>,
-    /// The highest timeline whose switch `history` is known to hold.
-    history_done: Arc<AtomicU32>,
 }
 
 fn dispatch<P: Postgres + 'static>(
@@ -333,7 +329,6 @@ fn dispatch<P: Postgres + 'static>(
         pg,
         configured,
         tx,
-        history_done,
     } = lanes;
     let tx = tx.clone();
     if let Action::QueryPositions { members, timeout } = action {
@@ -343,28 +338,26 @@ fn dispatch<P: Postgres + 'static>(
         });
         return;
     }
+    if let Action::RecordHistory { timeline } = action {
+        let (store, pg, name) = (store.clone(), pg.clone(), spec.name.clone());
+        tokio::spawn(async move {
+            let result = actions::record_history(&store, pg.as_ref(), &name, timeline).await;
+            if let Err(e) = &result {
+                tracing::warn!(
+                    "cannot record the switch to timeline {timeline} in history yet: {e}"
+                );
+            }
+            let _ = tx.send(Event::ActionDone(ActionDone {
+                kind: ActionKind::RecordHistory,
+                result: result.map(|_| crate::ha::Reply::Done),
+            }));
+        });
+        return;
+    }
     if is_store_action(&action) {
         let (store, spec) = (store.clone(), spec.clone());
-        // After a promotion the first status publish on the new timeline
-        // also records the switch in `history` (once per timeline).
-        let history = match &action {
-            Action::PublishStatus(s) if s.timeline > history_done.load(Ordering::Relaxed) => {
-                Some((s.timeline, pg.clone(), history_done.clone()))
-            }
-            _ => None,
-        };
         tokio::spawn(async move {
             let _ = tx.send(actions::run_store(&store, &spec, action).await);
-            if let Some((timeline, pg, done)) = history {
-                match actions::record_history(&store, pg.as_ref(), &spec.name, timeline).await {
-                    Ok(true) => done.fetch_max(timeline, Ordering::Relaxed),
-                    Ok(false) => 0,
-                    Err(e) => {
-                        tracing::warn!("cannot record the timeline switch in history yet: {e}");
-                        0
-                    }
-                };
-            }
         });
         return;
     }

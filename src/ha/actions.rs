@@ -89,6 +89,14 @@ pub enum Action {
     },
     /// Put the `status` key (not lease-bound). Answer: `Done`.
     PublishStatus(StatusKey),
+    /// Append the switch onto `timeline` (from this node's timeline history
+    /// file) to the `history` key unless it is there, with a
+    /// compare-and-set on the key. Answer: `Done` once the key holds it;
+    /// `Err` when the switch cannot be read yet or the write lost a race.
+    RecordHistory {
+        /// The timeline this node was promoted onto.
+        timeline: u32,
+    },
     /// Ask each of `members` over gRPC for its PostgreSQL position now,
     /// concurrently, each within `timeout`. Answer:
     /// [`Event::PositionsPolled`](super::Event::PositionsPolled) with the
@@ -235,6 +243,7 @@ pub enum ActionKind {
     ReleaseLeader,
     PublishMember,
     PublishStatus,
+    RecordHistory,
     QueryPositions,
     Probe,
     Initdb,
@@ -296,6 +305,7 @@ impl Action {
             Action::ReleaseLeader { .. } => ActionKind::ReleaseLeader,
             Action::PublishMember { .. } => ActionKind::PublishMember,
             Action::PublishStatus(_) => ActionKind::PublishStatus,
+            Action::RecordHistory { .. } => ActionKind::RecordHistory,
             Action::QueryPositions { .. } => ActionKind::QueryPositions,
             Action::Probe => ActionKind::Probe,
             Action::Initdb => ActionKind::Initdb,

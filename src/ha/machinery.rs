@@ -201,6 +201,9 @@ impl Ha {
                 });
             }
             (Action::PublishStatus(status), _) => self.status_published = Some((status, sent_at)),
+            (Action::RecordHistory { timeline }, _) => {
+                self.history_recorded = self.history_recorded.max(timeline);
+            }
             (Action::SetInitializeSysid { sysid }, _) => self.sysid_recorded = Some(sysid),
             (Action::Initdb, Reply::Initialized { sysid }) => {
                 self.patch_pg(|pg| pg.data_dir = DataDir::Initialized { sysid });
@@ -342,6 +345,7 @@ fn reply_fits(kind: ActionKind, reply: Reply) -> bool {
                 | K::ReleaseLeader
                 | K::PublishMember
                 | K::PublishStatus
+                | K::RecordHistory
                 | K::CreateRoles
                 | K::StartPostgres
                 | K::Promote

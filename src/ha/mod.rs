@@ -267,6 +267,9 @@ pub struct Ha {
     published: Option<Published>,
     /// The `status` key as last written, and when.
     status_published: Option<(StatusKey, BootInstant)>,
+    /// The highest timeline whose switch the `history` key is known to
+    /// hold (1: nothing to record).
+    history_recorded: u32,
     /// Physical slots with no member, and since when we have seen them so.
     slot_absent_since: BTreeMap<String, BootInstant>,
     /// Set when PostgreSQL must be stopped by PID whatever it says (a
@@ -314,6 +317,7 @@ impl Ha {
             keepalive_retry: None,
             published: None,
             status_published: None,
+            history_recorded: 1,
             slot_absent_since: BTreeMap::new(),
             must_fence: false,
             shutdown: false,

@@ -165,6 +165,14 @@ impl Ha {
         if due {
             self.emit(now, out, Action::PublishStatus(status));
         }
+        // A promotion is recorded in `history` once `status` shows the new
+        // timeline (a failed attempt is retried after loop_wait).
+        let published = self
+            .status_published
+            .is_some_and(|(s, _)| s.timeline == timeline);
+        if published && timeline > self.history_recorded {
+            self.emit(now, out, Action::RecordHistory { timeline });
+        }
     }
 
     /// The next slot change, one at a time: a slot for every other member

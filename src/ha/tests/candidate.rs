@@ -222,11 +222,16 @@ fn won_promotes_then_checkpoints_and_leads() {
         fx.done(ActionKind::Checkpoint, Reply::Done),
         vec![Action::Probe]
     );
-    // The usual primary duties: a slot for c.
+    // The usual primary duties: a slot for c; and, since `status` shows
+    // the new timeline, the switch is recorded in `history`, once.
     assert_eq!(
         fx.probed(promoted.clone()),
-        vec![Action::CreateSlot { name: "c".into() }]
+        vec![
+            Action::RecordHistory { timeline: 2 },
+            Action::CreateSlot { name: "c".into() }
+        ]
     );
+    assert_eq!(fx.done(ActionKind::RecordHistory, Reply::Done), vec![]);
     assert_eq!(fx.state(), &State::Primary(PrimaryState::default()));
     // Keepalives go on from the last one (at T0); the routine probe waits
     // for the slot creation on the PostgreSQL lane.

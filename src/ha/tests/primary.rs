@@ -731,3 +731,34 @@ fn a_crash_timer_from_an_earlier_tenure_is_void() {
         Some((5, at(10_000)))
     );
 }
+
+/// Once `status` shows a new timeline, the switch onto it is recorded in
+/// `history`; a failed attempt is retried after loop_wait; timeline 1 has
+/// nothing to record.
+#[test]
+fn a_promotion_is_recorded_in_history_once() {
+    let on = |timeline| PgState {
+        timeline: Some(timeline),
+        ..pg_primary()
+    };
+    let record = Action::RecordHistory { timeline: 2 };
+    let first = leading(|v| v, on(1)).probed(on(1));
+    assert!(!first
+        .iter()
+        .any(|a| matches!(a, Action::RecordHistory { .. })));
+
+    let mut fx = leading(|v| v, on(2));
+    fx.quiet_at(100);
+    assert_eq!(fx.probed(on(2)), vec![record.clone()]);
+    assert_eq!(fx.fail(ActionKind::RecordHistory), vec![]);
+    fx.quiet_at(600);
+    assert!(
+        !fx.probed(on(2)).contains(&record),
+        "retried before loop_wait"
+    );
+    fx.quiet_at(1_200);
+    assert_eq!(fx.probed(on(2)), vec![record.clone()]);
+    fx.done(ActionKind::RecordHistory, Reply::Done);
+    fx.quiet_at(5_000);
+    assert!(!fx.probed(on(2)).contains(&record), "recorded twice");
+}
