@@ -20,7 +20,7 @@ use openraft::error::{InitializeError, RaftError};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::consensus::peer::{PeerIdentity, PeerResponse, PeerRpc, Transport};
+use crate::consensus::peer::{PeerIdentity, PeerResponse, PeerRpc, Transport, TransportError};
 use crate::consensus::types::{Member, NodeId, Raft};
 
 const PROBE_EVERY: Duration = Duration::from_millis(300);
@@ -38,24 +38,36 @@ enum Verdict {
     Wait { missing: Vec<String> },
 }
 
-async fn ask_peers(
+/// Sends `Hello` to every voter in `peers` but `me` at once, each bounded
+/// by `timeout`; the answers come back in `peers` order.
+pub(crate) async fn hello_all<'p>(
     me: NodeId,
-    peers: &BTreeMap<NodeId, Member>,
+    peers: &'p BTreeMap<NodeId, Member>,
     transport: &Arc<dyn Transport>,
     identity: &PeerIdentity,
-) -> Verdict {
+    timeout: Duration,
+) -> Vec<(NodeId, &'p Member, Result<PeerResponse, TransportError>)> {
     let calls = peers.iter().filter(|(id, _)| **id != me).map(|(id, m)| {
         let call = transport.call(
             *id,
             &m.addr,
             identity.credentials(),
             PeerRpc::Hello,
-            PROBE_TIMEOUT,
+            timeout,
         );
         async move { (*id, m, call.await) }
     });
+    futures::future::join_all(calls).await
+}
+
+async fn ask_peers(
+    me: NodeId,
+    peers: &BTreeMap<NodeId, Member>,
+    transport: &Arc<dyn Transport>,
+    identity: &PeerIdentity,
+) -> Verdict {
     let mut missing = Vec::new();
-    for (id, member, answer) in futures::future::join_all(calls).await {
+    for (id, member, answer) in hello_all(me, peers, transport, identity, PROBE_TIMEOUT).await {
         match answer {
             Ok(PeerResponse::Hello(h)) if h.initialized || !h.cluster_id.is_empty() => {
                 return Verdict::Join { via: id };

@@ -25,7 +25,8 @@ use std::time::Duration;
 use openraft::ServerState;
 use tokio::sync::watch;
 
-use crate::consensus::peer::{PeerIdentity, PeerResponse, PeerRpc, Transport};
+use super::bootstrap::hello_all;
+use crate::consensus::peer::{PeerIdentity, PeerResponse, Transport};
 use crate::consensus::types::{Member, NodeId, Raft};
 
 /// How often a non-leader checks whom it can reach.
@@ -80,20 +81,10 @@ pub async fn run(
             continue;
         }
         let voters = voters(&raft, &initial);
-        let asks = voters.iter().filter(|(id, _)| **id != me).map(|(id, m)| {
-            let call = transport.call(
-                *id,
-                &m.addr,
-                identity.credentials(),
-                PeerRpc::Hello,
-                PROBE_TIMEOUT,
-            );
-            async move { matches!(call.await, Ok(PeerResponse::Hello(_))) }
-        });
-        let reached = 1 + futures::future::join_all(asks)
+        let reached = 1 + hello_all(me, &voters, &transport, &identity, PROBE_TIMEOUT)
             .await
             .into_iter()
-            .filter(|ok| *ok)
+            .filter(|(_, _, answer)| matches!(answer, Ok(PeerResponse::Hello(_))))
             .count();
         let want = majority(reached, voters.len().max(1));
         if want != enabled {
