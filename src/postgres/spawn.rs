@@ -220,10 +220,16 @@ pub(crate) async fn tool_output(
     if let Some(task) = stderr {
         let _ = task.await;
     }
+    succeeded(status, program, &tail)?;
+    String::from_utf8(stdout)
+        .map_err(|_| PgError::Protocol(format!("{program} printed something that is not UTF-8")))
+}
+
+/// `Ok` when the tool exited successfully, else its exit status and the
+/// end of what it printed.
+fn succeeded(status: std::process::ExitStatus, program: &str, tail: &Tail) -> Result<(), PgError> {
     if status.success() {
-        String::from_utf8(stdout).map_err(|_| {
-            PgError::Protocol(format!("{program} printed something that is not UTF-8"))
-        })
+        Ok(())
     } else {
         Err(PgError::Command {
             program: program.to_owned(),
@@ -271,13 +277,6 @@ pub(crate) async fn run_tool_tail(
     for task in [stdout, stderr].into_iter().flatten() {
         let _ = task.await;
     }
-    if status.success() {
-        Ok(tail.text())
-    } else {
-        Err(PgError::Command {
-            program: program.to_owned(),
-            status: status.to_string(),
-            detail: tail.text(),
-        })
-    }
+    succeeded(status, program, &tail)?;
+    Ok(tail.text())
 }
