@@ -395,24 +395,53 @@ pub async fn record_history<P: Postgres>(
 }
 
 /// Now as RFC 3339 UTC, for people reading `history` (never compared).
-fn rfc3339_now() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (h, m, s) = (rem / 3600, rem % 3600 / 60, rem % 60);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(mo <= 2);
-    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{m:02}:{s:02}Z")
+pub fn rfc3339_now() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}
+
+/// [`Action::FinishFailover`]: writes the outcome into the `failover` key
+/// if it still holds request `id`, pending.
+pub async fn finish_failover(
+    store: &Store,
+    id: &str,
+    ok: bool,
+    message: &str,
+) -> Result<(), String> {
+    use crate::store::Consistency;
+    let Some(kv) = store
+        .get(keys::FAILOVER, Consistency::Linearizable)
+        .await
+        .map_err(|e| e.to_string())?
+    else {
+        return Ok(());
+    };
+    let mut record: keys::FailoverRecord = keys::decode(keys::FAILOVER, &kv.value)?;
+    if record.id != id || !record.is_pending() {
+        return Ok(());
+    }
+    record.state = if ok { keys::OP_DONE } else { keys::OP_FAILED }.to_string();
+    record.message = message.to_string();
+    let value = keys::encode(&record);
+    match store
+        .put(
+            keys::FAILOVER,
+            &value,
+            None,
+            Expect::ModRevision(kv.mod_revision),
+        )
+        .await
+    {
+        Ok(Ok(_)) => {
+            if ok {
+                tracing::info!(id, "{message}");
+            } else {
+                tracing::warn!(id, "request failed: {message}");
+            }
+            Ok(())
+        }
+        Ok(Err(_)) => Err("the failover key changed meanwhile".into()),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// Asks every member in `members` its position at once; the event lists

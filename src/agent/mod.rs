@@ -18,7 +18,7 @@ pub mod view;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -130,7 +130,10 @@ pub async fn run<P: Postgres + 'static>(
         spec = updated;
     }
     let mut pending = vec![Event::StoreChanged(view::cluster_view(
-        &kv, revision, &spec.ha,
+        &kv,
+        revision,
+        &spec.ha,
+        SystemTime::now(),
     ))];
     loop {
         for event in pending.drain(..) {
@@ -160,11 +163,17 @@ pub async fn run<P: Postgres + 'static>(
             }
         }
         let now = clock.now();
+        // A scheduled switchover is shown to the core once its wall-clock
+        // time has come: wake for it.
+        let scheduled = view::failover_request(&kv)
+            .and_then(|(_, at)| at)
+            .and_then(|at| at.duration_since(SystemTime::now()).ok());
         let wake = ha
             .next_wakeup(now)
             .map(|w| w.saturating_since(now))
             .unwrap_or(spec.ha.loop_wait)
-            .min(spec.ha.loop_wait);
+            .min(spec.ha.loop_wait)
+            .min(scheduled.unwrap_or(Duration::MAX));
         tokio::select! {
             ev = watch.events.recv() => {
                 let Some(ev) = ev else { return Some("the store watch closed".into()) };
@@ -175,7 +184,7 @@ pub async fn run<P: Postgres + 'static>(
                 if let Some(updated) = with_dynamic_config(&spec, &kv) {
                     spec = updated;
                 }
-                pending.push(Event::StoreChanged(view::cluster_view(&kv, revision, &spec.ha)));
+                pending.push(Event::StoreChanged(view::cluster_view(&kv, revision, &spec.ha, SystemTime::now())));
             }
             Some(ev) = rx.recv() => {
                 if let Event::ActionDone(ActionDone { kind, .. }) = &ev {
@@ -188,7 +197,13 @@ pub async fn run<P: Postgres + 'static>(
                 }
                 pending.push(ev);
             }
-            _ = tokio::time::sleep(wake) => pending.push(Event::Tick),
+            _ = tokio::time::sleep(wake) => {
+                if scheduled.is_some() {
+                    let view = view::cluster_view(&kv, revision, &spec.ha, SystemTime::now());
+                    pending.push(Event::StoreChanged(view));
+                }
+                pending.push(Event::Tick);
+            }
             r = shutdown.changed(), if !shutdown_sent => {
                 if r.is_err() || *shutdown.borrow() {
                     shutdown_sent = true;
@@ -335,6 +350,20 @@ fn dispatch<P: Postgres + 'static>(
         let store = store.clone();
         tokio::spawn(async move {
             let _ = tx.send(actions::query_positions(&store, members, timeout).await);
+        });
+        return;
+    }
+    if let Action::FinishFailover { id, ok, message } = action {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let result = actions::finish_failover(&store, &id, ok, &message).await;
+            if let Err(e) = &result {
+                tracing::warn!("cannot write the outcome of request {id} yet: {e}");
+            }
+            let _ = tx.send(Event::ActionDone(ActionDone {
+                kind: ActionKind::FinishFailover,
+                result: result.map(|_| crate::ha::Reply::Done),
+            }));
         });
         return;
     }

@@ -3,14 +3,15 @@
 //! the store is untrusted: unreadable records are skipped with a warning.
 
 use std::collections::BTreeMap;
+use std::time::SystemTime;
 
 use crate::config::DcsConfig;
 use crate::consensus::types::KeyValue;
 use crate::ha::{
-    ClusterView, HaConfig, InitializeKey, LeaderKey, Lsn, MemberInfo, MemberRole, MemberState,
-    MemberTags, StatusKey,
+    ClusterView, FailoverKind, FailoverRequest, HaConfig, InitializeKey, LeaderKey, Lsn,
+    MemberInfo, MemberRole, MemberState, MemberTags, StatusKey,
 };
-use crate::store::keys::{self, InitializeRecord, MemberRecord, StatusRecord};
+use crate::store::keys::{self, FailoverRecord, InitializeRecord, MemberRecord, StatusRecord};
 
 fn role_name(r: MemberRole) -> &'static str {
     match r {
@@ -71,6 +72,7 @@ pub fn member_record(name: &str, info: &MemberInfo) -> MemberRecord {
         server_version: None,
         pending_restart: false,
         tags,
+        pause: info.paused,
     }
 }
 
@@ -95,6 +97,7 @@ fn member_info(r: &MemberRecord) -> MemberInfo {
                 .and_then(|v| v.as_i64())
                 .unwrap_or(1),
         },
+        paused: r.pause,
     }
 }
 
@@ -127,15 +130,49 @@ pub fn ha_config(dcs: &DcsConfig, current: &HaConfig) -> HaConfig {
         safety_margin: dcs.safety_margin,
         maximum_lag_on_failover: dcs.maximum_lag_on_failover,
         primary_start_timeout: dcs.primary_start_timeout,
+        pause: dcs.pause,
         ..current.clone()
     }
 }
 
-/// The core's view of the store contents `kv` at `revision`.
+/// The pending request in the `failover` key, and when it is scheduled
+/// (`None`: at once). A request the HA loops cannot act on (a switchover
+/// naming no leader, a failover naming no candidate, an unreadable time)
+/// is logged and left out: the admin service never writes one.
+pub fn failover_request(
+    kv: &BTreeMap<String, KeyValue>,
+) -> Option<(FailoverRecord, Option<SystemTime>)> {
+    let r = kv.get(keys::FAILOVER).and_then(decoded::<FailoverRecord>)?;
+    if !r.is_pending() {
+        return None;
+    }
+    let at = match r.scheduled_at.as_deref().map(humantime::parse_rfc3339_weak) {
+        None => None,
+        Some(Ok(t)) => Some(t),
+        Some(Err(e)) => {
+            tracing::warn!(id = %r.id, "ignoring the failover request: its scheduled_at is unreadable: {e}");
+            return None;
+        }
+    };
+    let usable = match r.kind.as_str() {
+        "switchover" => r.leader.is_some(),
+        "failover" => r.candidate.is_some(),
+        _ => false,
+    };
+    if !usable {
+        tracing::warn!(id = %r.id, kind = %r.kind, "ignoring a failover request that names no leader or candidate");
+        return None;
+    }
+    Some((r, at))
+}
+
+/// The core's view of the store contents `kv` at `revision`; `wall_now`
+/// decides only whether a scheduled request is due.
 pub fn cluster_view(
     kv: &BTreeMap<String, KeyValue>,
     revision: u64,
     config: &HaConfig,
+    wall_now: SystemTime,
 ) -> ClusterView {
     let initialize = kv
         .get(keys::INITIALIZE)
@@ -164,6 +201,17 @@ pub fn cluster_view(
             lsn: Lsn(s.optime),
             timeline: s.timeline,
         });
+    let failover = failover_request(kv).map(|(r, at)| FailoverRequest {
+        id: r.id,
+        kind: if r.kind == "failover" {
+            FailoverKind::Failover
+        } else {
+            FailoverKind::Switchover
+        },
+        leader: r.leader,
+        candidate: r.candidate,
+        due: at.is_none_or(|t| t <= wall_now),
+    });
     ClusterView {
         revision,
         initialize,
@@ -171,6 +219,7 @@ pub fn cluster_view(
         members,
         status,
         config: config.clone(),
+        failover,
     }
 }
 
@@ -208,6 +257,7 @@ mod tests {
                 failover_priority: 3,
                 ..Default::default()
             },
+            paused: true,
         };
         let rec = keys::encode(&member_record("n2", &info));
         let store: BTreeMap<_, _> = [
@@ -219,7 +269,7 @@ mod tests {
         ]
         .into_iter()
         .collect();
-        let view = cluster_view(&store, 9, &HaConfig::default());
+        let view = cluster_view(&store, 9, &HaConfig::default(), SystemTime::now());
         assert_eq!(view.members.len(), 1);
         assert_eq!(view.members["n2"], info);
         assert_eq!(

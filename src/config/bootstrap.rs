@@ -60,6 +60,12 @@ pub struct DcsConfig {
     pub synchronous_mode: SynchronousMode,
     /// PostgreSQL settings shared by every node.
     pub postgresql: DcsPostgresql,
+    /// Maintenance mode (`pgkeelctl pause`): no automatic failover, and
+    /// pgkeel starts or stops no PostgreSQL on its own; a primary keeps
+    /// renewing its lease and still fences if it loses it. Shown only
+    /// while on, as Patroni does.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub pause: bool,
 }
 
 impl Default for DcsConfig {
@@ -75,6 +81,7 @@ impl Default for DcsConfig {
             primary_start_timeout: defaults::PRIMARY_START_TIMEOUT,
             synchronous_mode: SynchronousMode::Off,
             postgresql: DcsPostgresql::default(),
+            pause: false,
         }
     }
 }

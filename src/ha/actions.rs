@@ -97,6 +97,19 @@ pub enum Action {
         /// The timeline this node was promoted onto.
         timeline: u32,
     },
+    /// Write the outcome of the operator's request `id` into the `failover`
+    /// key: `state` done (`ok`) or failed, with `message`; compare-and-set
+    /// on the key's revision, and only if it still holds request `id` and
+    /// that is still pending. Answer: `Done` once the key holds an outcome
+    /// for `id` (or holds another request, or none: nothing to write).
+    FinishFailover {
+        /// The request's operation id.
+        id: String,
+        /// Whether it happened.
+        ok: bool,
+        /// One sentence for the operator.
+        message: String,
+    },
     /// Ask each of `members` over gRPC for its PostgreSQL position now,
     /// concurrently, each within `timeout`. Answer:
     /// [`Event::PositionsPolled`](super::Event::PositionsPolled) with the
@@ -244,6 +257,7 @@ pub enum ActionKind {
     PublishMember,
     PublishStatus,
     RecordHistory,
+    FinishFailover,
     QueryPositions,
     Probe,
     Initdb,
@@ -306,6 +320,7 @@ impl Action {
             Action::PublishMember { .. } => ActionKind::PublishMember,
             Action::PublishStatus(_) => ActionKind::PublishStatus,
             Action::RecordHistory { .. } => ActionKind::RecordHistory,
+            Action::FinishFailover { .. } => ActionKind::FinishFailover,
             Action::QueryPositions { .. } => ActionKind::QueryPositions,
             Action::Probe => ActionKind::Probe,
             Action::Initdb => ActionKind::Initdb,

@@ -190,7 +190,10 @@ impl Ha {
     /// state and tags, our lease, our lag behind the `status` key; a member
     /// is outranked only once the others have answered).
     pub(super) fn should_race(&self, now: BootInstant, pg: &PgState) -> bool {
-        self.vacant() && self.eligibility(now, pg, Some(&BTreeMap::new())).is_ok()
+        self.vacant()
+            && !self.cfg().pause
+            && !self.request_bars_me(now)
+            && self.eligibility(now, pg, Some(&BTreeMap::new())).is_ok()
     }
 
     /// [`failover_eligibility`] for this node, with the members' answers
@@ -234,9 +237,11 @@ impl Ha {
         if now >= since + self.cfg().ttl {
             return None;
         }
+        // A switchover's old primary is stopped on purpose.
+        let old_leader = self.requested_leader(now);
         polled?
             .iter()
-            .filter(|(_, p)| p.unsettled())
+            .filter(|(name, p)| p.unsettled() && old_leader.as_ref() != Some(*name))
             .find(|(name, _)| {
                 view.members
                     .get(*name)
@@ -277,10 +282,15 @@ impl Ha {
     /// they are; with their answers (or a failed question: no one answered)
     /// moves on to the race. A leader seen meanwhile ends the candidacy.
     fn polling(&mut self, now: BootInstant, out: &mut Vec<Action>) {
-        if !self.vacant() {
+        if !self.vacant() || self.cfg().pause {
             self.polled = None;
             self.state = State::Replica;
             return;
+        }
+        if self.request_names_me(now) && self.polled.is_none() {
+            // The operator chose this member: no one else's position is
+            // asked (the lag check against `status` still applies).
+            self.polled = Some(BTreeMap::new());
         }
         if self.polled.is_some() {
             self.state = State::Candidate(CandidateStep::Acquiring);
@@ -338,6 +348,18 @@ impl Ha {
                 };
                 let lease = self.lease.map(|l| l.id);
                 let polled = self.polled.take();
+                let chosen_answered = self.requested_other(now).is_some_and(|c| {
+                    polled
+                        .as_ref()
+                        .and_then(|p| p.get(&c))
+                        .is_some_and(|p| p.standby_position().is_some())
+                });
+                if chosen_answered || self.cfg().pause {
+                    // The operator's candidate is up and will take the key.
+                    self.race_lost_at = self.view.as_ref().map(|v| v.revision);
+                    self.state = State::Replica;
+                    return;
+                }
                 if self.unsettled_member(now, polled.as_ref()).is_some() {
                     // A member whose agent answers but whose PostgreSQL is
                     // still starting may be further ahead than us: ask
@@ -410,6 +432,11 @@ impl Ha {
     pub(super) fn released(&mut self) {
         self.leader_revision = None;
         self.status_published = None;
+        if let State::Demoting { .. } = self.state {
+            // Handed over: the new primary reports the request done.
+            self.handed_over = self.due_request().map(|r| r.id.clone());
+            self.state = State::Replica;
+        }
         if self.state == State::Candidate(CandidateStep::Abandoning) {
             self.state = State::Replica;
         }

@@ -57,6 +57,7 @@ impl Ha {
         match self.state {
             // Issue 4: Fenced instead, which also decides how to rejoin.
             State::Primary(_)
+            | State::Demoting { .. }
             | State::Candidate(_)
             | State::Bootstrapping(BootstrapStep::StartingPrimary)
             | State::Bootstrapping(BootstrapStep::CreatingRoles) => self.state = State::Replica,

@@ -107,6 +107,14 @@ impl Ha {
                 self.state = State::Bootstrapping(BootstrapStep::AwaitingLeader);
             }
             (ActionKind::StopPostgres, State::Stopping(_)) => self.must_fence = true,
+            // A CHECKPOINT only shortens the shutdown: stop anyway.
+            (ActionKind::Checkpoint, State::Demoting { .. }) => self.demote_progress(now, None),
+            (ActionKind::StopPostgres, State::Demoting { .. }) => {
+                self.handover_failure = Some(format!(
+                    "{} could not stop PostgreSQL; it stays the primary",
+                    self.node.name
+                ));
+            }
             // Nobody could be asked: no member is known to be ahead.
             (ActionKind::QueryPositions, State::Candidate(CandidateStep::Polling)) => {
                 self.polled = Some(Default::default());
@@ -171,6 +179,7 @@ impl Ha {
                 );
                 if self.state == State::Candidate(CandidateStep::Acquiring) {
                     self.state = State::Candidate(CandidateStep::Promoting);
+                    self.promoted_for = self.due_request().map(|r| r.id.clone());
                 }
             }
             // Someone else bootstrapped this cluster's leader. Our fresh
@@ -201,6 +210,7 @@ impl Ha {
                 });
             }
             (Action::PublishStatus(status), _) => self.status_published = Some((status, sent_at)),
+            (Action::FinishFailover { id, .. }, _) => self.finished_request = Some(id),
             (Action::RecordHistory { timeline }, _) => {
                 self.history_recorded = self.history_recorded.max(timeline);
             }
@@ -250,6 +260,7 @@ impl Ha {
                 if let State::Primary(p) = &mut self.state {
                     p.checkpoint_pending = false;
                 }
+                self.demote_progress(now, None);
             }
             (Action::Basebackup { .. }, _) => self.advance(BootstrapStep::Cloning, State::Replica),
             (Action::ConfigureStandby { upstream, .. }, _) => {
@@ -262,6 +273,7 @@ impl Ha {
                     pg.checkpoint_lsn = checkpoint_lsn;
                 });
                 self.after_stop(now, checkpoint_lsn);
+                self.demote_progress(now, Some(checkpoint_lsn));
             }
             (Action::Rewind { .. }, _) if self.state == State::Rejoining(RejoinStep::Rewinding) => {
                 self.rewind_failures = (None, 0);
@@ -346,6 +358,7 @@ fn reply_fits(kind: ActionKind, reply: Reply) -> bool {
                 | K::PublishMember
                 | K::PublishStatus
                 | K::RecordHistory
+                | K::FinishFailover
                 | K::CreateRoles
                 | K::StartPostgres
                 | K::Promote

@@ -96,6 +96,7 @@ mod rejoin;
 mod replica;
 mod state;
 mod stopping;
+mod switchover;
 mod view;
 
 #[cfg(test)]
@@ -113,11 +114,13 @@ pub use candidate::{
 };
 pub use names::sanitize_slot_name;
 pub use rejoin::REWIND_ATTEMPTS;
-pub use state::{BootstrapStep, CandidateStep, PrimaryState, RejoinStep, State, StoppingState};
+pub use state::{
+    BootstrapStep, CandidateStep, DemotingStep, PrimaryState, RejoinStep, State, StoppingState,
+};
 pub use view::{
-    ClusterView, DataDir, HaConfig, InitializeKey, LeaderKey, Lsn, MemberInfo, MemberRole,
-    MemberState, MemberTags, PgState, ReplicationRow, SlotInfo, StatusKey, Timeline, Upstream,
-    HANDOVER_TIMEOUT, MEMBER_SLOTS_TTL,
+    ClusterView, DataDir, FailoverKind, FailoverRequest, HaConfig, InitializeKey, LeaderKey, Lsn,
+    MemberInfo, MemberRole, MemberState, MemberTags, PgState, ReplicationRow, SlotInfo, StatusKey,
+    Timeline, Upstream, HANDOVER_TIMEOUT, MEMBER_SLOTS_TTL,
 };
 
 /// How often a standby probes while its primary is handing over, so it
@@ -294,6 +297,18 @@ pub struct Ha {
     polled: Option<BTreeMap<String, PolledPosition>>,
     /// When this node first saw the current vacancy of the leader key.
     vacant_since: Option<BootInstant>,
+    /// The operator request (`failover` key) whose outcome this node
+    /// wrote, or that it handed over for: it is not acted on again.
+    finished_request: Option<String>,
+    /// The request that was due when this node won the leader key: the
+    /// new primary reports that one done.
+    promoted_for: Option<String>,
+    /// The request this node released the leader key for: should the key
+    /// come back to it, that request is not carried out again.
+    handed_over: Option<String>,
+    /// Why the handover in progress cannot go on (an unclean or failed
+    /// stop); the next pass reports it and leads again.
+    handover_failure: Option<String>,
 }
 
 impl Ha {
@@ -327,6 +342,10 @@ impl Ha {
             primary_down: None,
             polled: None,
             vacant_since: None,
+            finished_request: None,
+            promoted_for: None,
+            handed_over: None,
+            handover_failure: None,
         }
     }
 
@@ -416,7 +435,12 @@ impl Ha {
                 .values()
                 .map(|t| *t + cfg.member_slots_ttl),
         );
-        if let State::Stopping(StoppingState::AwaitingReplica { deadline, .. }) = self.state {
+        if let State::Stopping(StoppingState::AwaitingReplica { deadline, .. })
+        | State::Demoting {
+            step: DemotingStep::AwaitingCandidate { deadline, .. },
+            ..
+        } = self.state
+        {
             at.push(deadline);
         }
         // A crashed primary gives up on time, not at the next routine tick.
@@ -457,6 +481,7 @@ impl Ha {
                 State::Candidate(c) => self.candidate(now, c, out),
                 State::Rejoining(r) => self.rejoining(now, r, out),
                 State::Primary(p) => self.primary(now, p, out),
+                State::Demoting { to, step } => self.demoting(now, to, step, out),
                 State::Stopping(s) => self.stopping(now, s, out),
                 State::Exited => {}
             }

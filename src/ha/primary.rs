@@ -61,6 +61,11 @@ impl Ha {
         let Some(pg) = self.fresh_pg().cloned() else {
             return;
         };
+        if !pg.running && self.cfg().pause {
+            // Maintenance mode: the operator stopped it, or will start it;
+            // the key and lease stay, nothing is started.
+            return;
+        }
         if !pg.running {
             let down = self.primary_down.get_or_insert(ServerDown {
                 revision,
@@ -87,6 +92,9 @@ impl Ha {
         }
         self.record_sysid(now, &pg, out);
         self.publish_status(now, &pg, out);
+        if !p.checkpoint_pending && self.primary_request(now, &pg, out) {
+            return;
+        }
         if p.checkpoint_pending {
             self.emit(now, out, Action::Checkpoint);
         } else if let Some(action) = self.slot_action(now, &pg) {

@@ -62,7 +62,7 @@ impl Ha {
         };
         let starting = self.inflight.contains_key(&ActionKind::StartPostgres);
         let state = match self.state {
-            State::Stopping(_) if pg.running => MemberState::Stopping,
+            State::Stopping(_) | State::Demoting { .. } if pg.running => MemberState::Stopping,
             State::Bootstrapping(
                 BootstrapStep::Initdb
                 | BootstrapStep::TakingLeader
@@ -86,6 +86,7 @@ impl Ha {
             replayed_lsn: pg.replayed_lsn,
             timeline: pg.timeline,
             tags: self.node.tags,
+            paused: self.cfg().pause,
         }
     }
 
@@ -94,9 +95,11 @@ impl Ha {
         self.view.as_ref().is_some_and(|v| {
             v.leader.as_ref().is_some_and(|l| {
                 l.holder != self.node.name
-                    && v.members
-                        .get(&l.holder)
-                        .is_some_and(|m| m.state == MemberState::Stopping)
+                    && v.members.get(&l.holder).is_some_and(|m| {
+                        // Stopped while it holds the key: handing over
+                        // (or crashed); either way our position matters.
+                        matches!(m.state, MemberState::Stopping | MemberState::Stopped)
+                    })
             })
         })
     }

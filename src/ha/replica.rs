@@ -28,6 +28,17 @@ impl Ha {
         if pg.may_be_writable() {
             return; // the fence rule stops it; never reconfigure a writable server
         }
+        if self.cfg().pause {
+            // Maintenance mode: no race, no start, stop or rewind; a
+            // running standby still follows whoever holds the key.
+            if let (true, Some(upstream)) = (pg.running, self.leader_upstream()) {
+                if pg.following.as_ref() != Some(&upstream) {
+                    let slot = self.slot.clone();
+                    self.emit(now, out, Action::ConfigureStandby { upstream, slot });
+                }
+            }
+            return;
+        }
         if self.should_race(now, pg) {
             self.state = State::Candidate(CandidateStep::Polling);
             return;
@@ -90,7 +101,8 @@ impl Ha {
             return true;
         };
         match view.leader.as_ref() {
-            None => !lease_valid,
+            // A switchover's old primary waits for its candidate.
+            None => !lease_valid || self.request_bars_me(now),
             Some(l) if l.holder == self.node.name => true,
             Some(_) => match (pg.timeline, self.leader_timeline()) {
                 (Some(mine), Some(theirs)) => theirs <= mine,

@@ -29,6 +29,15 @@ pub enum State {
     /// A diverged former primary (or standby) getting back onto the
     /// leader's timeline: pg_rewind, else a fresh clone.
     Rejoining(RejoinStep),
+    /// A primary handing the leader key to `to` on an operator's request
+    /// (switchover, or failover while it leads); it keeps its lease and
+    /// member key, and rejoins as a standby of the new primary.
+    Demoting {
+        /// The member the request promotes.
+        to: String,
+        /// Where the handover stands.
+        step: DemotingStep,
+    },
     /// Shutting down: stop PostgreSQL, hand over, release the lease, exit.
     Stopping(StoppingState),
     /// Done; the core asks for nothing more.
@@ -45,6 +54,7 @@ impl State {
             State::Candidate(_) => "candidate",
             State::Primary(_) => "primary",
             State::Rejoining(_) => "rejoining",
+            State::Demoting { .. } => "demoting",
             State::Stopping(_) => "stopping",
             State::Exited => "exited",
         }
@@ -112,6 +122,29 @@ pub enum StoppingState {
         deadline: BootInstant,
     },
     /// Revoke the lease (deleting the leader and member keys), then exit.
+    Releasing,
+}
+
+/// Where a handover on request stands (see `switchover`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DemotingStep {
+    /// CHECKPOINT while still writable, so the shutdown checkpoint (the
+    /// write gap) is short.
+    Checkpointing,
+    /// Stopping PostgreSQL (fast: its walsenders send the shutdown
+    /// checkpoint to the standbys before they exit).
+    Stopping,
+    /// Stopped cleanly: keep the key until the candidate has received the
+    /// shutdown checkpoint, or give up and run again as primary at
+    /// `deadline` (handover_timeout).
+    AwaitingCandidate {
+        /// The shutdown checkpoint's LSN.
+        checkpoint: Lsn,
+        /// Give up at this instant.
+        deadline: BootInstant,
+    },
+    /// Delete the leader key (compare-and-set on our write); the lease and
+    /// the member key stay.
     Releasing,
 }
 

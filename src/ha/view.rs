@@ -46,6 +46,36 @@ pub struct ClusterView {
     pub status: Option<StatusKey>,
     /// The `config` key (or the bootstrap defaults while it is absent).
     pub config: HaConfig,
+    /// The `failover` key, while the request in it is still pending.
+    pub failover: Option<FailoverRequest>,
+}
+
+/// An operator's pending switchover or failover (the `failover` key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailoverRequest {
+    /// The operation id, written back with the outcome.
+    pub id: String,
+    /// Switchover or failover.
+    pub kind: FailoverKind,
+    /// Switchover: the member that must hold the leader key for it to
+    /// happen.
+    pub leader: Option<String>,
+    /// The member to promote; `None`: the best healthy replica.
+    pub candidate: Option<String>,
+    /// Whether its scheduled time has come (always, when it has none). The
+    /// driver compares wall clocks, the one place a wall clock matters:
+    /// an operator's "at 03:00".
+    pub due: bool,
+}
+
+/// What an operator asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailoverKind {
+    /// The named (or current) leader hands over cleanly.
+    Switchover,
+    /// Promote the named candidate: through the holder if there is one,
+    /// otherwise once the key is vacant (a live lease is never cut short).
+    Failover,
 }
 
 /// Value of the `initialize` key.
@@ -106,6 +136,9 @@ pub struct MemberInfo {
     pub timeline: Option<Timeline>,
     /// Its Patroni tags.
     pub tags: MemberTags,
+    /// Whether its HA loop runs in maintenance mode (`pause --wait` waits
+    /// for every member to say so).
+    pub paused: bool,
 }
 
 /// The role a member's HA loop wants.
@@ -227,6 +260,10 @@ pub struct HaConfig {
     /// How long a primary restarts its crashed server in place before it
     /// fences it and gives the leader key back.
     pub primary_start_timeout: Duration,
+    /// Maintenance mode: no automatic failover, no PostgreSQL started,
+    /// stopped, rewound or re-cloned by the HA loop; the lease and fencing
+    /// rules still hold.
+    pub pause: bool,
 }
 
 impl Default for HaConfig {
@@ -242,6 +279,7 @@ impl Default for HaConfig {
             member_slots_ttl: MEMBER_SLOTS_TTL,
             handover_timeout: HANDOVER_TIMEOUT,
             primary_start_timeout: defaults::PRIMARY_START_TIMEOUT,
+            pause: false,
         }
     }
 }

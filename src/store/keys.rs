@@ -53,6 +53,8 @@ pub struct MemberRecord {
     pub server_version: Option<u32>,
     pub pending_restart: bool,
     pub tags: BTreeMap<String, serde_json::Value>,
+    /// Its HA loop runs in maintenance mode.
+    pub pause: bool,
 }
 
 impl MemberRecord {
@@ -106,6 +108,45 @@ pub struct HistoryRecord {
     pub time: String,
     /// The member promoted onto the new timeline.
     pub new_leader: String,
+}
+
+/// The value of [`FAILOVER`]: an operator's switchover or failover
+/// request, and how it went. The HA loops act on it while `state` is
+/// `pending` (and its `scheduled_at` has come); the new primary (or the
+/// primary that refused it) writes the outcome, so `pgkeelctl` and the
+/// Watch call can report it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FailoverRecord {
+    /// The operation id the admin call returned.
+    pub id: String,
+    /// `switchover` (the named leader hands over) or `failover` (to the
+    /// named candidate, whoever leads).
+    pub kind: String,
+    /// Switchover: the member that must hold the leader key.
+    pub leader: Option<String>,
+    /// The member to promote; `None`: the best healthy replica.
+    pub candidate: Option<String>,
+    /// RFC 3339 wall-clock time it may start; `None`: at once.
+    pub scheduled_at: Option<String>,
+    /// RFC 3339, when it was asked for (for people).
+    pub requested_at: String,
+    /// `pending`, then `done` or `failed`.
+    pub state: String,
+    /// What happened, in one sentence.
+    pub message: String,
+}
+
+/// [`FailoverRecord::state`] values.
+pub const OP_PENDING: &str = "pending";
+pub const OP_DONE: &str = "done";
+pub const OP_FAILED: &str = "failed";
+
+impl FailoverRecord {
+    /// Whether the HA loops still have to act on it.
+    pub fn is_pending(&self) -> bool {
+        self.state == OP_PENDING
+    }
 }
 
 /// Decodes a record; a malformed value from the store is an error string,

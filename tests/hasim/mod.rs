@@ -134,7 +134,7 @@ enum Ev {
     Input {
         node: usize,
         inc: u64,
-        event: Event,
+        event: Box<Event>,
     },
     PgDone {
         node: usize,
@@ -330,7 +330,7 @@ impl Sim {
             }
             Ev::Input { node, inc, event } => {
                 if self.nodes[node].inc == inc {
-                    self.feed(node, event);
+                    self.feed(node, *event);
                 }
             }
             Ev::PgDone {
@@ -581,7 +581,7 @@ impl Sim {
                         Ev::Input {
                             node: i,
                             inc,
-                            event,
+                            event: Box::new(event),
                         },
                     );
                 }
@@ -617,7 +617,7 @@ impl Sim {
                     Ev::Input {
                         node: i,
                         inc,
-                        event,
+                        event: Box::new(event),
                     },
                 );
             }

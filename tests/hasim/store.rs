@@ -567,7 +567,14 @@ impl Sim {
                 continue;
             }
             let v = view
-                .get_or_insert_with(|| cluster_view(&self.store.kv.kv, revision, &ha_config()))
+                .get_or_insert_with(|| {
+                    cluster_view(
+                        &self.store.kv.kv,
+                        revision,
+                        &ha_config(),
+                        std::time::SystemTime::UNIX_EPOCH,
+                    )
+                })
                 .clone();
             let at = self.now + self.rng.ms(1, 10);
             self.push(

@@ -14,6 +14,7 @@ mod primary;
 mod rejoin;
 mod replica;
 mod stopping;
+mod switchover;
 
 use std::collections::BTreeMap;
 
@@ -64,10 +65,12 @@ pub fn member(name: &str, role: MemberRole, state: MemberState) -> MemberInfo {
         replayed_lsn: None,
         timeline: Some(1),
         tags: MemberTags::default(),
+        paused: false,
     }
 }
 
 /// A cluster view under construction.
+#[derive(Clone)]
 pub struct V(pub ClusterView);
 
 /// An initialized cluster (bootstrapped by `b`) with no leader and no

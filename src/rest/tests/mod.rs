@@ -268,6 +268,7 @@ pub fn view(primary_lsn: u64) -> ClusterView {
         replayed_lsn: recv.map(Lsn),
         timeline: Some(2),
         tags: MemberTags::default(),
+        paused: false,
     };
     ClusterView {
         revision: 10,
@@ -304,6 +305,7 @@ pub fn view(primary_lsn: u64) -> ClusterView {
             timeline: 2,
         }),
         config: HaConfig::default(),
+        failover: None,
     }
 }
 

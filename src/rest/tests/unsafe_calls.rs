@@ -117,7 +117,7 @@ async fn refused_configs_leave_the_store_alone() {
     for (body, says) in [
         ("not json", "is not JSON"),
         (r#"{"ttl":"2s"}"#, "raise ttl to at least"),
-        (r#"{"pause":true}"#, "unknown field `pause`"),
+        (r#"{"paws":true}"#, "unknown field `paws`"),
         (r#"{"ttl":"soon"}"#, "is not valid"),
     ] {
         let (code, text) = call(&h.app, "PATCH", "/config", Some(&auth), body).await;
