@@ -9,8 +9,11 @@
 //!   compare-and-set, leases whose expiry runs on the Raft leader's clock,
 //!   prefix watches, request forwarding to the leader.
 //! - [`admin`]: the gRPC admin service `pgkeelctl` talks to.
-//! - [`ha`] (data nodes only): the pure HA decision core: cluster view +
-//!   local PostgreSQL state + config + now → actions. No I/O.
+//! - [`ha`]: the pure HA decision core: cluster view + local PostgreSQL
+//!   state + config + now → actions. No I/O. The witness uses only its
+//!   translations of store records ([`ha::records`]) and the candidate
+//!   checks, so its admin service refuses a bad switchover as a data node
+//!   would.
 //! - [`postgres`] (data nodes only): the PostgreSQL controller behind a
 //!   trait, with a real implementation and an in-memory fake.
 //! - [`agent`] (data nodes only): the event loop that feeds the HA core
@@ -37,7 +40,6 @@ pub mod ctl;
 pub mod entry;
 #[cfg(feature = "data-node")]
 pub mod fence;
-#[cfg(feature = "data-node")]
 pub mod ha;
 pub mod node;
 pub mod pb;

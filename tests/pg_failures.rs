@@ -24,31 +24,11 @@ use std::time::{Duration, Instant};
 use procs::ProcCluster;
 use realpg::{
     exclusive, runtime, sql, two_plus_witness_streaming, wait_rows, writable, writable_hosts,
-    SUPERUSER_PASSWORD,
+    write_loop, SUPERUSER_PASSWORD,
 };
 
 /// The examples' `bootstrap.dcs.ttl`.
 const TTL: Duration = Duration::from_secs(5);
-
-/// A client writing through the multi-host DSN, once it has written.
-fn write_loop(
-    c: &ProcCluster,
-    hosts: &std::collections::BTreeMap<String, String>,
-) -> writeloop::WriteLoop {
-    let all: Vec<String> = hosts.values().cloned().collect();
-    let writes = writeloop::WriteLoop::start(
-        writeloop::dsn(&all, SUPERUSER_PASSWORD),
-        Duration::from_millis(10),
-        100_000,
-        Duration::from_secs(180),
-    );
-    assert!(
-        writes.wait_for_more(20, Duration::from_secs(30)),
-        "the write loop never wrote\n{}",
-        c.logs()
-    );
-    writes
-}
 
 fn direct_dsn(host: &str) -> String {
     let (h, p) = host.rsplit_once(':').expect("host:port");
@@ -79,7 +59,7 @@ fn a_killed_primary_postmaster_is_restarted_in_place() {
     let old = c
         .postmaster_pid(&file)
         .expect("the primary's postmaster runs");
-    let writes = write_loop(&c, &hosts);
+    let writes = write_loop(&c, &hosts, Duration::from_secs(180));
     tracing::info!(
         leader,
         postmaster = old,
@@ -305,7 +285,7 @@ fn three_data_nodes_survive_the_loss_of_the_primary_machine() {
     let file = c.file_of(&leader);
     let before = c.timelines(&file)[&leader].expect("the leader's timeline");
     let postmaster = c.postmaster_pid(&file).expect("the primary's postmaster");
-    let writes = write_loop(&c, &hosts);
+    let writes = write_loop(&c, &hosts, Duration::from_secs(180));
     tracing::info!(
         leader,
         postmaster,

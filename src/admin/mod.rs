@@ -3,6 +3,7 @@
 
 mod convert;
 pub mod dsn;
+pub mod switchover;
 
 use tonic::{Request, Response, Status};
 
@@ -189,6 +190,13 @@ impl Admin for AdminService {
             cluster_id: self.store.identity().cluster_id(),
             leader: leader.unwrap_or_default().to_string(),
             members: convert::members(leader, &records, &voters),
+            paused: kvs
+                .iter()
+                .find(|kv| kv.key == keys::CONFIG)
+                .and_then(|kv| serde_json::from_str::<serde_json::Value>(&kv.value).ok())
+                .and_then(|c| c.get("pause").and_then(|p| p.as_bool()))
+                .unwrap_or(false),
+            pending_switchover: switchover::pending_line(&kvs),
         }))
     }
 
@@ -295,5 +303,33 @@ impl Admin for AdminService {
         let (dsn, members) = dsn::build(role, leader_of(&kvs), &member_records(&kvs))
             .map_err(Status::failed_precondition)?;
         Ok(Response::new(pb::DsnReply { dsn, members }))
+    }
+
+    async fn switchover(
+        &self,
+        req: Request<pb::SwitchoverRequest>,
+    ) -> Result<Response<pb::SwitchoverReply>, Status> {
+        self.do_switchover(req).await
+    }
+
+    async fn failover(
+        &self,
+        req: Request<pb::FailoverRequest>,
+    ) -> Result<Response<pb::SwitchoverReply>, Status> {
+        self.do_failover(req).await
+    }
+
+    async fn pause(
+        &self,
+        req: Request<pb::PauseRequest>,
+    ) -> Result<Response<pb::PauseReply>, Status> {
+        self.set_pause(req, true).await
+    }
+
+    async fn resume(
+        &self,
+        req: Request<pb::PauseRequest>,
+    ) -> Result<Response<pb::PauseReply>, Status> {
+        self.set_pause(req, false).await
     }
 }

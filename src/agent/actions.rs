@@ -14,8 +14,8 @@ use crate::postgres::{self as pg, Postgres};
 use crate::store::keys::{self, InitializeRecord, StatusRecord};
 use crate::store::Store;
 
-use super::view::member_record;
 use super::AgentSpec;
+use crate::ha::records::member_record;
 
 fn done(kind: ActionKind, result: Result<Reply, String>) -> Event {
     Event::ActionDone(ActionDone { kind, result })

@@ -14,7 +14,6 @@
 //! `Fence` aborts whichever is running and stops the server at once.
 
 pub mod actions;
-pub mod view;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -29,6 +28,7 @@ use crate::consensus::kv::WatchEvent;
 use crate::consensus::peer::{BoxFuture, MemberPosition, PositionSource};
 use crate::consensus::types::KeyValue;
 use crate::fence::{Fencer, Watchdog, WatchdogSettings};
+use crate::ha::records as view;
 use crate::ha::{Action, ActionDone, ActionKind};
 use crate::ha::{Event, Ha, NodeInfo};
 use crate::ha::{HaConfig, MemberTags};

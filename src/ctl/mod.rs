@@ -4,6 +4,7 @@
 //! 2 usage.
 
 mod output;
+mod switchover;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -75,6 +76,45 @@ pub enum Command {
     Raft {
         #[command(subcommand)]
         command: RaftCommand,
+    },
+    /// Hand the primary role to a standby: the primary stops cleanly and
+    /// the candidate has every write before it is promoted.
+    Switchover {
+        /// The member you expect to lead now (refused if another does).
+        #[arg(long)]
+        leader: Option<String>,
+        /// The standby to promote; default: the best healthy one.
+        #[arg(long)]
+        candidate: Option<String>,
+        /// When: an RFC 3339 UTC time (2026-11-22T03:00:00Z) or +DURATION
+        /// from now (+10m); default: now.
+        #[arg(long)]
+        scheduled: Option<String>,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Promote the named standby: through the primary if one leads, else as
+    /// soon as the dead primary's lease runs out.
+    Failover {
+        #[arg(long)]
+        candidate: String,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Maintenance mode: no automatic failover; pgkeel starts and stops no
+    /// PostgreSQL (a primary still fences when it loses its lease).
+    Pause {
+        /// Return once every member reports it.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Leave maintenance mode.
+    Resume {
+        /// Return once every member reports it.
+        #[arg(long)]
+        wait: bool,
     },
     /// Raw access to the cluster store (like etcdctl).
     Store {
@@ -171,10 +211,24 @@ fn authorized<T>(msg: T, secret: &Option<String>) -> Result<Request<T>, CtlError
 /// Runs one command and returns what to print on stdout.
 pub async fn run(cli: Cli) -> Result<String, CtlError> {
     let (endpoint, secret) = cli.resolve()?;
+    // Calls that wait for the cluster get at least LONG_CALL; the
+    // channel's bound would otherwise cut them short.
+    let waits = matches!(
+        cli.command,
+        Command::Switchover { .. }
+            | Command::Failover { .. }
+            | Command::Pause { wait: true }
+            | Command::Resume { wait: true }
+    );
+    let call_timeout = if waits {
+        cli.timeout.max(switchover::LONG_CALL)
+    } else {
+        cli.timeout
+    };
     let channel = Endpoint::from_shared(format!("http://{endpoint}"))
         .map_err(|e| CtlError(format!("--endpoint {endpoint:?} is not HOST:PORT: {e}")))?
         .connect_timeout(cli.timeout)
-        .timeout(cli.timeout)
+        .timeout(call_timeout)
         .connect()
         .await
         .map_err(|e| {
@@ -183,7 +237,23 @@ pub async fn run(cli: Cli) -> Result<String, CtlError> {
             ))
         })?;
     let mut client = AdminClient::new(channel);
+    let mut call = switchover::Call {
+        client: &mut client,
+        endpoint: &endpoint,
+        secret: &secret,
+        timeout: cli.timeout,
+        format: cli.format,
+    };
     match cli.command {
+        Command::Switchover {
+            leader,
+            candidate,
+            scheduled,
+            force,
+        } => call.switchover(leader, candidate, scheduled, force).await,
+        Command::Failover { candidate, force } => call.failover(candidate, force).await,
+        Command::Pause { wait } => call.pause(true, wait).await,
+        Command::Resume { wait } => call.pause(false, wait).await,
         Command::List => {
             let reply = client
                 .list_members(pb::ListMembersRequest {})

@@ -143,6 +143,22 @@ pub fn raft_status(r: &pb::RaftStatusReply, format: Format) -> String {
     }
 }
 
+/// A switchover's or failover's answer.
+pub fn switched(r: &pb::SwitchoverReply, format: Format) -> String {
+    match format {
+        Format::Json | Format::Yaml => render(
+            json!({
+                "operation_id": r.operation_id,
+                "scheduled": r.scheduled,
+                "new_primary": if r.new_primary.is_empty() { None } else { Some(&r.new_primary) },
+                "message": r.message,
+            }),
+            format,
+        ),
+        Format::Table => format!("{} ({})", r.message, r.operation_id),
+    }
+}
+
 pub fn store_get(r: &pb::StoreGetReply, format: Format) -> String {
     match format {
         Format::Json | Format::Yaml => render(
@@ -179,6 +195,8 @@ pub fn list(r: &pb::ListMembersReply, format: Format) -> String {
                 "scope": r.scope,
                 "cluster_id": r.cluster_id,
                 "leader": if r.leader.is_empty() { None } else { Some(&r.leader) },
+                "paused": r.paused,
+                "pending_switchover": if r.pending_switchover.is_empty() { None } else { Some(&r.pending_switchover) },
                 "members": r.members.iter().map(|m| json!({
                     "name": m.name,
                     "host": m.host,
@@ -221,8 +239,15 @@ pub fn list(r: &pb::ListMembersReply, format: Format) -> String {
                     ]
                 })
                 .collect();
+            let mut notes = String::new();
+            if r.paused {
+                notes.push_str("\n Maintenance mode: on");
+            }
+            if !r.pending_switchover.is_empty() {
+                notes.push_str(&format!("\n Pending: {}", r.pending_switchover));
+            }
             format!(
-                "Cluster: {} ({})\n{}",
+                "Cluster: {} ({})\n{}{notes}",
                 r.scope,
                 if r.cluster_id.is_empty() {
                     "not formed yet"
@@ -394,7 +419,15 @@ mod tests {
                     ..Default::default()
                 },
             ],
+            paused: true,
+            pending_switchover: "switchover s-1 from node1 to node2".into(),
         };
+        let table = list(&r, Format::Table);
+        assert!(
+            table
+                .ends_with("\n Maintenance mode: on\n Pending: switchover s-1 from node1 to node2"),
+            "{table}"
+        );
         let yaml = list(&r, Format::Yaml);
         assert!(yaml.starts_with("cluster_id: c1\n"), "{yaml}");
         assert!(yaml.contains("host: '[::1]:5433'"), "{yaml}");

@@ -92,6 +92,7 @@ mod machinery;
 mod names;
 mod primary;
 mod publish;
+pub mod records;
 mod rejoin;
 mod replica;
 mod state;
@@ -117,6 +118,7 @@ pub use rejoin::REWIND_ATTEMPTS;
 pub use state::{
     BootstrapStep, CandidateStep, DemotingStep, PrimaryState, RejoinStep, State, StoppingState,
 };
+pub use switchover::candidate_problem;
 pub use view::{
     ClusterView, DataDir, FailoverKind, FailoverRequest, HaConfig, InitializeKey, LeaderKey, Lsn,
     MemberInfo, MemberRole, MemberState, MemberTags, PgState, ReplicationRow, SlotInfo, StatusKey,
@@ -466,6 +468,11 @@ impl Ha {
     /// (re-run after each transition), lease upkeep, member key, probe.
     fn step(&mut self, now: BootInstant, out: &mut Vec<Action>) {
         self.check_leadership(now);
+        if self.view.as_ref().is_some_and(|v| v.leader.is_some()) {
+            // A vacancy ends when any state sees a leader: the next one
+            // is timed afresh (`replica` starts the clock).
+            self.vacant_since = None;
+        }
         if self.shutdown && !matches!(self.state, State::Stopping(_) | State::Exited) {
             self.state = State::Stopping(StoppingState::StoppingPostgres);
         }

@@ -11,10 +11,7 @@ use super::Ha;
 impl Ha {
     pub(super) fn replica(&mut self, now: BootInstant, out: &mut Vec<Action>) {
         match self.view.as_ref().map(|v| v.leader.is_some()) {
-            Some(true) => {
-                self.polled = None;
-                self.vacant_since = None;
-            }
+            Some(true) => self.polled = None,
             Some(false) => {
                 self.vacant_since.get_or_insert(now);
             }

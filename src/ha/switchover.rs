@@ -34,7 +34,7 @@ use crate::clock::BootInstant;
 use super::actions::{Action, StopMode};
 use super::candidate::standby_position;
 use super::state::{DemotingStep, PrimaryState, State};
-use super::view::{FailoverKind, FailoverRequest, MemberRole, PgState};
+use super::view::{ClusterView, FailoverKind, FailoverRequest, Lsn, MemberRole, PgState};
 use super::Ha;
 
 /// What a request asks of the member that holds the leader key.
@@ -46,6 +46,43 @@ enum ForHolder {
     Done,
     /// Leadership moved otherwise: report it failed with this sentence.
     Failed(String),
+}
+
+/// Why `name` cannot be handed the leader key by a primary at `primary`:
+/// it must be a member whose key shows a running standby, with tags that
+/// allow failover, within `maximum_lag_on_failover` of `primary`. `Ok`
+/// gives its position and priority (for ranking). The admin service asks
+/// the same before it stores a request, so a refusal comes at once.
+pub fn candidate_problem(
+    view: &ClusterView,
+    name: &str,
+    primary: Lsn,
+) -> Result<(Lsn, i64), String> {
+    let m = view
+        .members
+        .get(name)
+        .ok_or_else(|| format!("{name} is not a member of the cluster"))?;
+    if m.role != MemberRole::Replica || !m.state.is_up() {
+        return Err(format!(
+            "{name} is not a running standby (it is {})",
+            m.state.as_str()
+        ));
+    }
+    if !m.tags.may_fail_over() {
+        return Err(format!(
+            "{name} is tagged nofailover (or failover_priority 0)"
+        ));
+    }
+    let theirs = standby_position(m.received_lsn, m.replayed_lsn)
+        .ok_or_else(|| format!("{name} reports no WAL position"))?;
+    let lag = primary.0.saturating_sub(theirs.0);
+    let max_lag = view.config.maximum_lag_on_failover;
+    if lag > max_lag {
+        return Err(format!(
+            "{name} lags {lag} bytes behind the primary, more than maximum_lag_on_failover ({max_lag})"
+        ));
+    }
+    Ok((theirs, m.tags.failover_priority))
 }
 
 impl Ha {
@@ -167,34 +204,8 @@ impl Ha {
     fn handover_target(&self, pg: &PgState, r: &FailoverRequest) -> Result<String, String> {
         let view = self.view.as_ref().ok_or("no view of the store yet")?;
         let me = self.node.name.as_str();
-        let ours = pg.wal_lsn.map(|l| l.0).unwrap_or(0);
-        let max_lag = view.config.maximum_lag_on_failover;
-        let check = |name: &str| -> Result<(u64, i64), String> {
-            let m = view
-                .members
-                .get(name)
-                .ok_or_else(|| format!("{name} is not a member of the cluster"))?;
-            if m.role != MemberRole::Replica || !m.state.is_up() {
-                return Err(format!(
-                    "{name} is not a running standby (it is {})",
-                    m.state.as_str()
-                ));
-            }
-            if !m.tags.may_fail_over() {
-                return Err(format!(
-                    "{name} is tagged nofailover (or failover_priority 0)"
-                ));
-            }
-            let theirs = standby_position(m.received_lsn, m.replayed_lsn)
-                .ok_or_else(|| format!("{name} reports no WAL position"))?;
-            let lag = ours.saturating_sub(theirs.0);
-            if lag > max_lag {
-                return Err(format!(
-                    "{name} lags {lag} bytes behind the primary, more than maximum_lag_on_failover ({max_lag})"
-                ));
-            }
-            Ok((theirs.0, m.tags.failover_priority))
-        };
+        let ours = pg.wal_lsn.unwrap_or_default();
+        let check = |name: &str| candidate_problem(view, name, ours).map(|(l, p)| (l.0, p));
         if let Some(c) = r.candidate.as_deref() {
             return check(c).map(|_| c.to_string());
         }

@@ -48,7 +48,7 @@ pub fn spec(config: &Config) -> anyhow::Result<(AgentSpec, crate::config::Postgr
             .as_ref()
             .map(|b| b.initdb.clone())
             .unwrap_or_default(),
-        ha: crate::agent::view::ha_config(&dcs, &HaConfig::default()),
+        ha: crate::ha::records::ha_config(&dcs, &HaConfig::default()),
         dcs: dcs.clone(),
         start: StartSpec {
             timeout: Duration::from_secs(60),

@@ -560,6 +560,15 @@ impl Drop for ProcCluster {
         for name in self.names() {
             self.kill9(&name);
         }
+        // PGKEEL_TEST_LOGS=DIR keeps every node's whole log there, to read
+        // a failure in full (the panic message shows only the tails).
+        if let Some(dir) = std::env::var_os("PGKEEL_TEST_LOGS") {
+            let dir = PathBuf::from(dir);
+            let _ = std::fs::create_dir_all(&dir);
+            for n in self.nodes.values() {
+                let _ = std::fs::copy(&n.log, dir.join(format!("{}.log", n.name)));
+            }
+        }
     }
 }
 

@@ -16,10 +16,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use pgkeel::agent::view::{cluster_view, member_record};
 use pgkeel::clock::BootInstant;
 use pgkeel::consensus::kv::KvState;
 use pgkeel::consensus::types::{Command, CommandResponse, Expect, LeaseId, Op, Outcome};
+use pgkeel::ha::records::{cluster_view, member_record};
 use pgkeel::ha::{Action, ClusterView, Event, Reply};
 use pgkeel::store::keys::{self, InitializeRecord, StatusRecord};
 use pgkeel::store::lessor::LeaseCheck;

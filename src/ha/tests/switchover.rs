@@ -524,3 +524,28 @@ fn a_paused_primary_keeps_its_key_without_restarting_and_still_fences() {
     let actions = fx.tick(VALID_MS + 1);
     assert!(actions.contains(&Action::Fence), "{actions:?}");
 }
+
+#[test]
+fn the_old_primary_stays_barred_whatever_vacancy_it_once_won() {
+    // a won the key at T0 after a vacancy; a ttl later it hands over.
+    let mut fx = primary_fx(leading());
+    fx.ha.vacant_since = Some(at(0));
+    let ttl = u64::try_from(HaConfig::default().ttl.as_millis()).unwrap_or(0);
+    fx.quiet_at(ttl + 1_000);
+    fx.view(with_request(
+        leading().revision(11),
+        switchover_to(Some("b")),
+    ));
+    assert_eq!(fx.state(), &demoting("b", DemotingStep::Checkpointing));
+    // Released (the steps in between are tested above).
+    fx.ha.leader_revision = None;
+    fx.ha.state = State::Replica;
+    fx.view(with_request(
+        view().revision(13).replica("b"),
+        switchover_to(Some("b")),
+    ));
+    assert!(
+        fx.ha.request_bars_me(fx.now),
+        "the new vacancy is timed afresh"
+    );
+}

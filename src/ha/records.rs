@@ -5,12 +5,12 @@
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
-use crate::config::DcsConfig;
-use crate::consensus::types::KeyValue;
-use crate::ha::{
+use super::{
     ClusterView, FailoverKind, FailoverRequest, HaConfig, InitializeKey, LeaderKey, Lsn,
     MemberInfo, MemberRole, MemberState, MemberTags, StatusKey,
 };
+use crate::config::DcsConfig;
+use crate::consensus::types::KeyValue;
 use crate::store::keys::{self, FailoverRecord, InitializeRecord, MemberRecord, StatusRecord};
 
 fn role_name(r: MemberRole) -> &'static str {
