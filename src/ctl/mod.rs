@@ -3,6 +3,7 @@
 //! Exit codes: 0 done, 1 refused or failed (one sentence on stderr),
 //! 2 usage.
 
+mod member;
 mod output;
 
 use std::path::PathBuf;
@@ -80,6 +81,11 @@ pub enum Command {
     Store {
         #[command(subcommand)]
         command: StoreCommand,
+    },
+    /// Add or remove a Raft voter online (data node or witness).
+    Member {
+        #[command(subcommand)]
+        command: member::MemberCommand,
     },
 }
 
@@ -174,7 +180,10 @@ pub async fn run(cli: Cli) -> Result<String, CtlError> {
     let channel = Endpoint::from_shared(format!("http://{endpoint}"))
         .map_err(|e| CtlError(format!("--endpoint {endpoint:?} is not HOST:PORT: {e}")))?
         .connect_timeout(cli.timeout)
-        .timeout(cli.timeout)
+        .timeout(match &cli.command {
+            Command::Member { command } => command.timeout(cli.timeout),
+            _ => cli.timeout,
+        })
         .connect()
         .await
         .map_err(|e| {
@@ -231,6 +240,9 @@ pub async fn run(cli: Cli) -> Result<String, CtlError> {
                 .into_inner();
             Ok(output::raft_status(&reply, cli.format))
         }
+        Command::Member { command } => member::run(&mut client, command, &secret, cli.format)
+            .await?
+            .map_err(|s| status_error(&endpoint, s)),
         Command::Store { command } => match command {
             StoreCommand::Get {
                 key,

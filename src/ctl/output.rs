@@ -52,6 +52,19 @@ pub fn raft_status(r: &pb::RaftStatusReply, format: Format) -> String {
     } else {
         Some(r.leader_id)
     };
+    let node_json = |v: &pb::Voter| {
+        json!({
+            "id": v.id,
+            "name": v.name,
+            "address": v.address,
+            "kind": if v.witness { "witness" } else { "data" },
+            "reachable": v.reachable,
+            "state": if v.reachable { Some(&v.state) } else { None },
+            "last_log_index": if v.reachable { Some(v.last_log_index) } else { None },
+            "leader": leader == Some(v.id),
+            "error": if v.error.is_empty() { None } else { Some(&v.error) },
+        })
+    };
     match format {
         Format::Json | Format::Yaml => render(
             json!({
@@ -63,17 +76,8 @@ pub fn raft_status(r: &pb::RaftStatusReply, format: Format) -> String {
                 "last_applied": r.last_applied,
                 "last_log_index": r.last_log_index,
                 "store_revision": r.store_revision,
-                "voters": r.voters.iter().map(|v| json!({
-                    "id": v.id,
-                    "name": v.name,
-                    "address": v.address,
-                    "kind": if v.witness { "witness" } else { "data" },
-                    "reachable": v.reachable,
-                    "state": if v.reachable { Some(&v.state) } else { None },
-                    "last_log_index": if v.reachable { Some(v.last_log_index) } else { None },
-                    "leader": leader == Some(v.id),
-                    "error": if v.error.is_empty() { None } else { Some(&v.error) },
-                })).collect::<Vec<_>>(),
+                "voters": r.voters.iter().map(node_json).collect::<Vec<_>>(),
+                "learners": r.learners.iter().map(node_json).collect::<Vec<_>>(),
             }),
             format,
         ),
@@ -95,9 +99,12 @@ pub fn raft_status(r: &pb::RaftStatusReply, format: Format) -> String {
                     None => "none".to_string(),
                 }
             );
+            // Learners (nodes being added) follow the voters; their ROLE
+            // column says `learner`.
             let rows: Vec<Vec<String>> = r
                 .voters
                 .iter()
+                .chain(&r.learners)
                 .map(|v| {
                     vec![
                         v.id.to_string(),
@@ -139,6 +146,27 @@ pub fn raft_status(r: &pb::RaftStatusReply, format: Format) -> String {
                     &rows
                 )
             )
+        }
+    }
+}
+
+/// `member add` / `member remove`: what was done, then the membership.
+pub fn membership(r: &pb::MembershipReply, format: Format) -> String {
+    match format {
+        Format::Json | Format::Yaml => render(
+            json!({
+                "message": r.message,
+                "voters": r.voters,
+                "learners": r.learners,
+            }),
+            format,
+        ),
+        Format::Table => {
+            let mut out = format!("{}\nvoters: {}", r.message, r.voters.join(", "));
+            if !r.learners.is_empty() {
+                out.push_str(&format!("\nlearners: {}", r.learners.join(", ")));
+            }
+            out
         }
     }
 }
