@@ -374,6 +374,51 @@ mod tests {
     }
 
     #[test]
+    fn raft_status_lists_learners_after_the_voters() {
+        let node = |id: u64, name: &str, state: &str| pb::Voter {
+            id,
+            name: name.into(),
+            address: format!("127.0.0.1:700{id}"),
+            reachable: true,
+            last_log_index: 40 + id,
+            state: state.into(),
+            ..Default::default()
+        };
+        let r = pb::RaftStatusReply {
+            scope: "demo".into(),
+            cluster_id: "c-1".into(),
+            node_id: 1,
+            node_name: "node1".into(),
+            leader_id: 1,
+            leader_name: "node1".into(),
+            term: 3,
+            state: "leader".into(),
+            voters: vec![node(1, "node1", "leader"), node(2, "node2", "follower")],
+            learners: vec![node(4, "node3", "learner")],
+            ..Default::default()
+        };
+        let table = raft_status(&r, Format::Table);
+        let last = table.lines().last().unwrap_or_default();
+        assert!(
+            last.starts_with("4   node3") && last.contains("learner"),
+            "{table}"
+        );
+        let doc: Value = serde_json::from_str(&raft_status(&r, Format::Json)).unwrap();
+        assert_eq!(doc["voters"].as_array().map(Vec::len), Some(2));
+        assert_eq!(doc["learners"][0]["name"], "node3");
+        assert_eq!(doc["learners"][0]["state"], "learner");
+        let reply = pb::MembershipReply {
+            message: "node3@127.0.0.1:7004 (data) is a voter (id 4)".into(),
+            voters: vec!["node1".into(), "node2".into(), "node3".into()],
+            learners: vec![],
+        };
+        assert_eq!(
+            membership(&reply, Format::Table),
+            "node3@127.0.0.1:7004 (data) is a voter (id 4)\nvoters: node1, node2, node3"
+        );
+    }
+
+    #[test]
     fn show_config_is_yaml_by_default_and_json_on_request() {
         let r = pb::ShowConfigReply {
             json: r#"{"ttl":30,"postgresql":{"parameters":{"max_connections":100}}}"#.into(),

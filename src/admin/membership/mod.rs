@@ -44,9 +44,10 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(2);
 /// says so, before it is dropped (it then learns nothing more; it only
 /// matters for its log and its elections, not for safety).
 const LEARN_TIMEOUT: Duration = Duration::from_secs(5);
-/// Bound on a forwarded removal (two membership changes and maybe an
-/// election in between).
-const REMOVE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Bound on a forwarded removal (two membership changes and the wait for
+/// the removed voter), and what a forwarded add may take on top of its
+/// catch-up bound (the checks and the promotion).
+const CHANGE_BOUND: Duration = Duration::from_secs(60);
 /// Marks a call forwarded by a follower, so it is never forwarded again.
 const FORWARDED: &str = "x-pgkeel-forwarded";
 
@@ -125,7 +126,7 @@ impl Membership {
         match self.route(forwarded).await? {
             Route::Here => self.add_here(req, catch_up).await,
             Route::Leader(addr) => {
-                let timeout = catch_up + REMOVE_TIMEOUT;
+                let timeout = catch_up + CHANGE_BOUND;
                 let mut client = client(&addr, timeout).await?;
                 Ok(client.add_member(self.forward(req)?).await?.into_inner())
             }
@@ -150,7 +151,7 @@ impl Membership {
         addr: &str,
         req: pb::RemoveMemberRequest,
     ) -> Result<pb::MembershipReply, Status> {
-        let mut client = client(addr, REMOVE_TIMEOUT).await?;
+        let mut client = client(addr, CHANGE_BOUND).await?;
         Ok(client.remove_member(self.forward(req)?).await?.into_inner())
     }
 
