@@ -20,9 +20,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use procs::ProcCluster;
-use realpg::{
-    exclusive, runtime, two_plus_witness_streaming, writable_hosts, write_loop, SUPERUSER_PASSWORD,
-};
+use realpg::{exclusive, runtime, two_plus_witness_streaming, writable_hosts, SUPERUSER_PASSWORD};
 
 fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
@@ -117,7 +115,7 @@ fn switchover_and_failover_round_trip_through_pgkeelctl() {
         .expect("a second data member")
         .clone();
     let rt = runtime();
-    let writes = write_loop(&c, &hosts, Duration::from_secs(240));
+    let writes = writeloop::running(&c, &hosts, SUPERUSER_PASSWORD, Duration::from_secs(240));
     let timeline = c.timelines("witness")[&first].expect("a timeline");
 
     tracing::info!("phase: refusals change nothing");

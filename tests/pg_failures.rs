@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use procs::ProcCluster;
 use realpg::{
     exclusive, runtime, sql, two_plus_witness_streaming, wait_rows, writable, writable_hosts,
-    write_loop, SUPERUSER_PASSWORD,
+    SUPERUSER_PASSWORD,
 };
 
 /// The examples' `bootstrap.dcs.ttl`.
@@ -59,7 +59,7 @@ fn a_killed_primary_postmaster_is_restarted_in_place() {
     let old = c
         .postmaster_pid(&file)
         .expect("the primary's postmaster runs");
-    let writes = write_loop(&c, &hosts, Duration::from_secs(180));
+    let writes = writeloop::running(&c, &hosts, SUPERUSER_PASSWORD, Duration::from_secs(180));
     tracing::info!(
         leader,
         postmaster = old,
@@ -285,7 +285,7 @@ fn three_data_nodes_survive_the_loss_of_the_primary_machine() {
     let file = c.file_of(&leader);
     let before = c.timelines(&file)[&leader].expect("the leader's timeline");
     let postmaster = c.postmaster_pid(&file).expect("the primary's postmaster");
-    let writes = write_loop(&c, &hosts, Duration::from_secs(180));
+    let writes = writeloop::running(&c, &hosts, SUPERUSER_PASSWORD, Duration::from_secs(180));
     tracing::info!(
         leader,
         postmaster,

@@ -16,9 +16,6 @@ mod procs;
 #[path = "common/realpg.rs"]
 #[allow(dead_code)]
 mod realpg;
-#[path = "common/writeloop.rs"]
-#[allow(dead_code)]
-mod writeloop;
 
 use std::time::{Duration, Instant};
 

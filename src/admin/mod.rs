@@ -3,6 +3,7 @@
 
 mod convert;
 pub mod dsn;
+pub mod membership;
 pub mod switchover;
 
 use tonic::{Request, Response, Status};
@@ -21,11 +22,14 @@ pub struct AdminService {
     store: Store,
     /// The bearer token mutating calls must present (raft.secret).
     token: String,
+    /// `AddMember` / `RemoveMember`.
+    membership: membership::Membership,
 }
 
 impl AdminService {
     pub fn server(store: Store, token: &str) -> AdminServer<Self> {
         AdminServer::new(AdminService {
+            membership: membership::Membership::new(store.clone(), token),
             store,
             token: token.to_string(),
         })
@@ -174,6 +178,13 @@ impl Admin for AdminService {
             state: f.state.to_string(),
             voters: f.voters.into_iter().map(convert::voter).collect(),
             store_revision: f.store_revision,
+            learners: self
+                .store
+                .probe_learners()
+                .await
+                .into_iter()
+                .map(convert::voter)
+                .collect(),
         }))
     }
 
@@ -331,5 +342,21 @@ impl Admin for AdminService {
         req: Request<pb::PauseRequest>,
     ) -> Result<Response<pb::PauseReply>, Status> {
         self.set_pause(req, false).await
+    }
+
+    async fn add_member(
+        &self,
+        req: Request<pb::AddMemberRequest>,
+    ) -> Result<Response<pb::MembershipReply>, Status> {
+        self.authorize(&req)?;
+        self.membership.add(req).await.map(Response::new)
+    }
+
+    async fn remove_member(
+        &self,
+        req: Request<pb::RemoveMemberRequest>,
+    ) -> Result<Response<pb::MembershipReply>, Status> {
+        self.authorize(&req)?;
+        self.membership.remove(req).await.map(Response::new)
     }
 }

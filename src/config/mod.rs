@@ -34,12 +34,14 @@ mod tests;
 use std::path::Path;
 
 pub use addr::PgListen;
+pub(crate) use addr::{host_port_problem, same_address};
 pub use bootstrap::{BootstrapConfig, DcsConfig, DcsPostgresql, InitdbOption, SynchronousMode};
 pub use error::{ConfigError, Problem};
 pub use node::{LogConfig, RestApiConfig, RestAuthentication, Tags, WatchdogConfig, WatchdogMode};
 pub use postgresql::{Authentication, PgUser, PostgresqlConfig};
 pub use raft::{Peer, RaftConfig};
 pub use validate::check_timing;
+pub(crate) use validate::name_problem;
 pub use value::{Scalar, Secret};
 
 use serde::Deserialize;

@@ -38,8 +38,15 @@ pub struct RaftConfig {
     /// A file holding the shared secret, read once at load.
     #[serde(default)]
     pub secret_file: Option<PathBuf>,
-    /// The initial voters, the same list in every node's file.
+    /// The initial voters, the same list in every node's file. With
+    /// `join: true`: the running cluster's voters plus this node.
     pub peers: Vec<Peer>,
+    /// This node joins a running cluster through `pgkeelctl member add`
+    /// instead of forming one: it never initializes a cluster of its own
+    /// and waits, pristine, until the Raft leader adds it. Ignored once the
+    /// node has Raft state (every restart after it joined).
+    #[serde(default)]
+    pub join: bool,
     /// How often the Raft leader sends heartbeats.
     #[serde(
         default = "defaults::heartbeat_interval",
@@ -200,6 +207,9 @@ impl RaftConfig {
             0 => p.add("raft.peers", "is empty — list every initial voter, this node included, the same list in every node's file"),
             2 => p.add("raft.peers", "lists two voters, which lose their quorum when either one is down — add a witness (pgkeel-witness) as a third peer"),
             _ => {}
+        }
+        if self.join && self.peers.iter().all(|peer| peer.id == self.node_id) {
+            p.add("raft.peers", "lists no running voter, but raft.join is set — list the cluster's current voters (and this node), or drop raft.join to form a new cluster");
         }
         if !self.peers.is_empty() && self.peers.iter().all(|peer| peer.witness) {
             p.add(

@@ -74,6 +74,14 @@ fn bases_are_valid() {
     assert!(witness.me().expect("own entry").witness);
 }
 
+#[test]
+fn a_joining_node_lists_the_running_voters_and_itself() {
+    let text = edit(DATA, "  node_id: 1\n", "  node_id: 1\n  join: true\n");
+    let config = parse(&text, "join", NodeKind::Data).expect("a join config loads");
+    assert!(config.raft.join);
+    assert!(!parse(DATA, "data", NodeKind::Data).expect("base").raft.join);
+}
+
 /// (case, kind, text, key path, words of the fix the message must contain)
 fn bad_cases() -> Vec<(&'static str, NodeKind, String, &'static str, &'static str)> {
     use NodeKind::{Data, Witness};
@@ -117,6 +125,7 @@ fn bad_cases() -> Vec<(&'static str, NodeKind, String, &'static str, &'static st
         ("two voters", Data, edit(DATA, &format!("    - {peer2}\n"), ""), "raft.peers", "add a witness"),
         ("only witnesses", Witness, edit(WITNESS, &format!("    - {peer0}\n    - {peer1}\n"), ""), "raft.peers", "add the data nodes"),
         ("data node entry is a witness", Data, edit(DATA, "address: 127.0.0.1:7001 }", "address: 127.0.0.1:7001, witness: true }"), "raft.peers[0].witness", "run it with pgkeel-witness"),
+        ("join without a running voter", Data, edit(DATA, "  node_id: 1\n", "  node_id: 1\n  join: true\n").replace(&format!("    - {peer1}\n    - {peer2}\n"), ""), "raft.peers", "list the cluster's current voters"),
         ("witness entry is not a witness", Witness, edit(WITNESS, "7003, witness: true", "7003"), "raft.peers[2].witness", "set witness: true"),
         ("witness with postgresql", Witness, format!("{WITNESS}postgresql: {{ listen: 127.0.0.1:5433, data_dir: x, authentication: {{ superuser: {{ username: a }}, replication: {{ username: b }} }} }}\n"), "postgresql", "remove `postgresql` from this file"),
         ("witness with tags", Witness, format!("{WITNESS}tags: {{ nofailover: true }}\n"), "tags", "remove `tags` from this file"),

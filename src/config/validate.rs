@@ -32,16 +32,22 @@ impl Problems {
 /// Checks a cluster or member name: it ends up in store keys, URLs and
 /// PostgreSQL's `application_name`, so it is kept to a safe character set.
 pub(crate) fn check_name(p: &mut Problems, path: &str, name: &str) {
+    p.add_opt(path, name_problem(name));
+}
+
+/// What is wrong with a cluster or member name, if anything.
+pub(crate) fn name_problem(name: &str) -> Option<String> {
     if name.is_empty() {
-        p.add(
-            path,
-            "is empty — use letters, digits, '.', '_' and '-', e.g. node1",
-        );
+        Some("is empty — use letters, digits, '.', '_' and '-', e.g. node1".into())
     } else if !name
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
     {
-        p.add(path, format!("\"{name}\" may only contain letters, digits, '.', '_' and '-' — rename it, e.g. node1"));
+        Some(format!(
+            "\"{name}\" may only contain letters, digits, '.', '_' and '-' — rename it, e.g. node1"
+        ))
+    } else {
+        None
     }
 }
 

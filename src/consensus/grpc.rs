@@ -171,7 +171,7 @@ impl Peer for PeerService {
         }
         let rpc: PeerRpc = serde_json::from_slice(&req.payload)
             .map_err(|e| Status::invalid_argument(format!("unreadable peer call: {e}")))?;
-        let resp = self.handler.handle(rpc).await;
+        let resp = self.handler.handle(creds.from, rpc).await;
         let payload = serde_json::to_vec(&resp)
             .map_err(|e| Status::internal(format!("cannot encode answer: {e}")))?;
         Ok(Response::new(PeerReply {

@@ -9,7 +9,7 @@ use super::peer::{
     BoxFuture, HelloInfo, PeerHandler, PeerIdentity, PeerResponse, PeerRpc, PositionSource,
     StoreError, StoreReply, StoreRequest,
 };
-use super::types::Raft;
+use super::types::{NodeId, Raft};
 
 /// Executes a store request on this node (the store layer implements it).
 pub trait StoreExecutor: Send + Sync + 'static {
@@ -75,8 +75,24 @@ pub async fn hello(raft: &Raft, name: &str, identity: &PeerIdentity) -> HelloInf
     }
 }
 
+/// Why a store request from node `from` is refused: a node that is not in
+/// this node's membership (removed, or not added yet) must not renew
+/// leases or write keys, or a removed member would keep its lease-bound
+/// keys — even the leader key — alive. `None` while this node knows no
+/// membership at all (it cannot be the leader that executes the request).
+pub fn non_member_refusal(raft: &Raft, from: NodeId) -> Option<String> {
+    let m = raft.metrics().borrow().clone();
+    let membership = m.membership_config.membership();
+    let known = membership.nodes().next().is_some();
+    (known && membership.get_node(&from).is_none()).then(|| {
+        format!(
+            "node {from} is not a member of this cluster (removed, or not added yet) — add it with pgkeelctl member add"
+        )
+    })
+}
+
 impl PeerHandler for RaftPeerHandler {
-    fn handle(&self, rpc: PeerRpc) -> BoxFuture<PeerResponse> {
+    fn handle(&self, from: NodeId, rpc: PeerRpc) -> BoxFuture<PeerResponse> {
         let raft = self.raft.clone();
         match rpc {
             PeerRpc::AppendEntries(req) => {
@@ -94,6 +110,11 @@ impl PeerHandler for RaftPeerHandler {
                 Box::pin(async move { PeerResponse::Hello(hello(&raft, &name, &identity).await) })
             }
             PeerRpc::Store(req) => {
+                if let Some(why) = non_member_refusal(&raft, from) {
+                    return Box::pin(
+                        async move { PeerResponse::Store(Err(StoreError::Refused(why))) },
+                    );
+                }
                 let fut = self.store.execute(req);
                 Box::pin(async move { PeerResponse::Store(fut.await) })
             }

@@ -190,9 +190,10 @@ pub trait Transport: Send + Sync + 'static {
     ) -> BoxFuture<Result<PeerResponse, TransportError>>;
 }
 
-/// Receives peer calls that passed the credential check.
+/// Receives peer calls that passed the credential check; `from` is the
+/// caller's node id as its credentials name it.
 pub trait PeerHandler: Send + Sync + 'static {
-    fn handle(&self, rpc: PeerRpc) -> BoxFuture<PeerResponse>;
+    fn handle(&self, from: NodeId, rpc: PeerRpc) -> BoxFuture<PeerResponse>;
 }
 
 /// This node's identity as peers must present it.

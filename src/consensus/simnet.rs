@@ -115,7 +115,7 @@ impl Transport for SimNet {
                 .map_err(|e| TransportError::Unreachable(format!("encode: {e}")))?;
             let rpc: PeerRpc = serde_json::from_slice(&bytes)
                 .map_err(|e| TransportError::Failed(format!("decode: {e}")))?;
-            let reply = tokio::time::timeout(timeout, ep.handler.handle(rpc))
+            let reply = tokio::time::timeout(timeout, ep.handler.handle(creds.from, rpc))
                 .await
                 .map_err(|_| TransportError::Failed(format!("{addr}: timed out")))?;
             // The answer travels back over the reverse link.

@@ -3,6 +3,7 @@
 //! Exit codes: 0 done, 1 refused or failed (one sentence on stderr),
 //! 2 usage.
 
+mod member;
 mod output;
 mod switchover;
 
@@ -121,6 +122,11 @@ pub enum Command {
         #[command(subcommand)]
         command: StoreCommand,
     },
+    /// Add or remove a Raft voter online (data node or witness).
+    Member {
+        #[command(subcommand)]
+        command: member::MemberCommand,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -220,10 +226,10 @@ pub async fn run(cli: Cli) -> Result<String, CtlError> {
             | Command::Pause { wait: true }
             | Command::Resume { wait: true }
     );
-    let call_timeout = if waits {
-        cli.timeout.max(switchover::LONG_CALL)
-    } else {
-        cli.timeout
+    let call_timeout = match &cli.command {
+        Command::Member { command } => command.timeout(cli.timeout),
+        _ if waits => cli.timeout.max(switchover::LONG_CALL),
+        _ => cli.timeout,
     };
     let channel = Endpoint::from_shared(format!("http://{endpoint}"))
         .map_err(|e| CtlError(format!("--endpoint {endpoint:?} is not HOST:PORT: {e}")))?
@@ -301,6 +307,9 @@ pub async fn run(cli: Cli) -> Result<String, CtlError> {
                 .into_inner();
             Ok(output::raft_status(&reply, cli.format))
         }
+        Command::Member { command } => member::run(&mut client, command, &secret, cli.format)
+            .await?
+            .map_err(|s| status_error(&endpoint, s)),
         Command::Store { command } => match command {
             StoreCommand::Get {
                 key,

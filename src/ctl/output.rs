@@ -52,6 +52,19 @@ pub fn raft_status(r: &pb::RaftStatusReply, format: Format) -> String {
     } else {
         Some(r.leader_id)
     };
+    let node_json = |v: &pb::Voter| {
+        json!({
+            "id": v.id,
+            "name": v.name,
+            "address": v.address,
+            "kind": if v.witness { "witness" } else { "data" },
+            "reachable": v.reachable,
+            "state": if v.reachable { Some(&v.state) } else { None },
+            "last_log_index": if v.reachable { Some(v.last_log_index) } else { None },
+            "leader": leader == Some(v.id),
+            "error": if v.error.is_empty() { None } else { Some(&v.error) },
+        })
+    };
     match format {
         Format::Json | Format::Yaml => render(
             json!({
@@ -63,17 +76,8 @@ pub fn raft_status(r: &pb::RaftStatusReply, format: Format) -> String {
                 "last_applied": r.last_applied,
                 "last_log_index": r.last_log_index,
                 "store_revision": r.store_revision,
-                "voters": r.voters.iter().map(|v| json!({
-                    "id": v.id,
-                    "name": v.name,
-                    "address": v.address,
-                    "kind": if v.witness { "witness" } else { "data" },
-                    "reachable": v.reachable,
-                    "state": if v.reachable { Some(&v.state) } else { None },
-                    "last_log_index": if v.reachable { Some(v.last_log_index) } else { None },
-                    "leader": leader == Some(v.id),
-                    "error": if v.error.is_empty() { None } else { Some(&v.error) },
-                })).collect::<Vec<_>>(),
+                "voters": r.voters.iter().map(node_json).collect::<Vec<_>>(),
+                "learners": r.learners.iter().map(node_json).collect::<Vec<_>>(),
             }),
             format,
         ),
@@ -95,9 +99,12 @@ pub fn raft_status(r: &pb::RaftStatusReply, format: Format) -> String {
                     None => "none".to_string(),
                 }
             );
+            // Learners (nodes being added) follow the voters; their ROLE
+            // column says `learner`.
             let rows: Vec<Vec<String>> = r
                 .voters
                 .iter()
+                .chain(&r.learners)
                 .map(|v| {
                     vec![
                         v.id.to_string(),
@@ -156,6 +163,27 @@ pub fn switched(r: &pb::SwitchoverReply, format: Format) -> String {
             format,
         ),
         Format::Table => format!("{} ({})", r.message, r.operation_id),
+    }
+}
+
+/// `member add` / `member remove`: what was done, then the membership.
+pub fn membership(r: &pb::MembershipReply, format: Format) -> String {
+    match format {
+        Format::Json | Format::Yaml => render(
+            json!({
+                "message": r.message,
+                "voters": r.voters,
+                "learners": r.learners,
+            }),
+            format,
+        ),
+        Format::Table => {
+            let mut out = format!("{}\nvoters: {}", r.message, r.voters.join(", "));
+            if !r.learners.is_empty() {
+                out.push_str(&format!("\nlearners: {}", r.learners.join(", ")));
+            }
+            out
+        }
     }
 }
 
@@ -367,6 +395,51 @@ mod tests {
         assert_eq!(
             history(&pb::HistoryReply::default(), Format::Table),
             "TL  LSN  Reason  Timestamp  New Leader"
+        );
+    }
+
+    #[test]
+    fn raft_status_lists_learners_after_the_voters() {
+        let node = |id: u64, name: &str, state: &str| pb::Voter {
+            id,
+            name: name.into(),
+            address: format!("127.0.0.1:700{id}"),
+            reachable: true,
+            last_log_index: 40 + id,
+            state: state.into(),
+            ..Default::default()
+        };
+        let r = pb::RaftStatusReply {
+            scope: "demo".into(),
+            cluster_id: "c-1".into(),
+            node_id: 1,
+            node_name: "node1".into(),
+            leader_id: 1,
+            leader_name: "node1".into(),
+            term: 3,
+            state: "leader".into(),
+            voters: vec![node(1, "node1", "leader"), node(2, "node2", "follower")],
+            learners: vec![node(4, "node3", "learner")],
+            ..Default::default()
+        };
+        let table = raft_status(&r, Format::Table);
+        let last = table.lines().last().unwrap_or_default();
+        assert!(
+            last.starts_with("4   node3") && last.contains("learner"),
+            "{table}"
+        );
+        let doc: Value = serde_json::from_str(&raft_status(&r, Format::Json)).unwrap();
+        assert_eq!(doc["voters"].as_array().map(Vec::len), Some(2));
+        assert_eq!(doc["learners"][0]["name"], "node3");
+        assert_eq!(doc["learners"][0]["state"], "learner");
+        let reply = pb::MembershipReply {
+            message: "node3@127.0.0.1:7004 (data) is a voter (id 4)".into(),
+            voters: vec!["node1".into(), "node2".into(), "node3".into()],
+            learners: vec![],
+        };
+        assert_eq!(
+            membership(&reply, Format::Table),
+            "node3@127.0.0.1:7004 (data) is a voter (id 4)\nvoters: node1, node2, node3"
         );
     }
 

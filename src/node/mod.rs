@@ -8,6 +8,7 @@ pub mod agent;
 pub mod bootstrap;
 pub mod election_gate;
 pub mod grpc_router;
+pub mod membership_watch;
 pub mod run;
 pub mod serve;
 
@@ -37,6 +38,9 @@ pub struct VoterSpec {
     pub secret: String,
     /// The initial voters (id → member), the same list on every node.
     pub peers: BTreeMap<NodeId, Member>,
+    /// `raft.join`: a pristine node waits to be added by the Raft leader
+    /// (`pgkeelctl member add`) and never forms a cluster itself.
+    pub join: bool,
     pub data_dir: PathBuf,
     pub heartbeat_interval: Duration,
     pub election_timeout_min: Duration,
@@ -141,7 +145,14 @@ impl Voter {
             identity.clone(),
             shutdown_rx.clone(),
         )));
-        if pristine {
+        tasks.push(tokio::spawn(membership_watch::run(
+            raft.clone(),
+            spec.node_id,
+            spec.join,
+            pristine,
+            shutdown_rx.clone(),
+        )));
+        if pristine && !spec.join {
             tasks.push(tokio::spawn(bootstrap::run(
                 raft.clone(),
                 spec.node_id,
@@ -150,7 +161,7 @@ impl Voter {
                 identity.clone(),
                 shutdown_rx,
             )));
-        } else {
+        } else if !pristine {
             tracing::info!(node = spec.node_id, "restarting with existing Raft state");
         }
         Ok(Voter {

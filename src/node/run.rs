@@ -44,6 +44,7 @@ pub fn spec(config: &Config) -> anyhow::Result<VoterSpec> {
         scope: config.scope.clone(),
         secret: secret.to_string(),
         peers: members(config),
+        join: raft.join,
         data_dir: raft.data_dir.clone(),
         heartbeat_interval: raft.heartbeat_interval,
         election_timeout_min: raft.election_timeout_min,

@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::clock::{BootInstant, Clock};
-use crate::consensus::handler::hello;
+use crate::consensus::handler::{hello, non_member_refusal};
 use crate::consensus::kv::WatchEvent;
 use crate::consensus::peer::{
     HelloInfo, MemberPosition, PeerIdentity, PeerResponse, PeerRpc, StoreError, StoreReply,
@@ -333,6 +333,11 @@ impl Store {
         req: StoreRequest,
         bound: Duration,
     ) -> Result<StoreReply, StoreError> {
+        // A node removed from the membership hears from no leader any
+        // more; say so instead of timing out.
+        if let Some(why) = non_member_refusal(&self.inner.raft, self.node_id()) {
+            return Err(StoreError::Refused(why));
+        }
         let deadline = Instant::now() + bound;
         let mut metrics = self.inner.raft.metrics();
         loop {
@@ -439,39 +444,64 @@ impl Store {
 
     /// Asks every voter (this one included) who it is, in parallel.
     pub async fn probe_voters(&self) -> Vec<VoterProbe> {
-        let voters: Vec<(NodeId, Member)> = {
+        self.probe_members(true).await
+    }
+
+    /// Asks every learner (a node being added) who it is, in parallel.
+    pub async fn probe_learners(&self) -> Vec<VoterProbe> {
+        self.probe_members(false).await
+    }
+
+    async fn probe_members(&self, voters: bool) -> Vec<VoterProbe> {
+        let members: Vec<(NodeId, Member)> = {
             let m = self.inner.raft.metrics();
             let m = m.borrow();
             let membership = m.membership_config.membership();
-            membership
-                .voter_ids()
+            let ids: Vec<NodeId> = if voters {
+                membership.voter_ids().collect()
+            } else {
+                membership.learner_ids().collect()
+            };
+            ids.into_iter()
                 .filter_map(|id| membership.get_node(&id).map(|n| (id, n.clone())))
                 .collect()
         };
-        let calls = voters.into_iter().map(|(id, member)| async move {
+        let calls = members.into_iter().map(|(id, member)| async move {
             let answer = if id == self.node_id() {
                 Ok(hello(&self.inner.raft, &self.inner.name, &self.inner.identity).await)
             } else {
-                match self
-                    .inner
-                    .transport
-                    .call(
-                        id,
-                        &member.addr,
-                        self.inner.identity.credentials(),
-                        PeerRpc::Hello,
-                        PROBE_TIMEOUT,
-                    )
-                    .await
-                {
-                    Ok(PeerResponse::Hello(h)) => Ok(h),
-                    Ok(_) => Err("answered a probe with something else".to_string()),
-                    Err(e) => Err(e.to_string()),
-                }
+                self.hello_at(id, &member.addr, PROBE_TIMEOUT).await
             };
             VoterProbe { id, member, answer }
         });
         futures::future::join_all(calls).await
+    }
+
+    /// Asks the node at `addr` (meant to be node `id`) who it is, with
+    /// this node's peer credentials; `Err` with a sentence when it cannot
+    /// be reached or refuses them.
+    pub async fn hello_at(
+        &self,
+        id: NodeId,
+        addr: &str,
+        timeout: Duration,
+    ) -> Result<HelloInfo, String> {
+        match self
+            .inner
+            .transport
+            .call(
+                id,
+                addr,
+                self.inner.identity.credentials(),
+                PeerRpc::Hello,
+                timeout,
+            )
+            .await
+        {
+            Ok(PeerResponse::Hello(h)) => Ok(h),
+            Ok(_) => Err("answered a probe with something else".to_string()),
+            Err(e) => Err(e.to_string()),
+        }
     }
 }
 

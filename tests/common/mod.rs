@@ -69,6 +69,7 @@ pub fn spec(
         scope: "test".into(),
         secret: secret.into(),
         peers: peers.clone(),
+        join: false,
         data_dir: dir,
         heartbeat_interval: Duration::from_millis(50),
         election_timeout_min: Duration::from_millis(300),

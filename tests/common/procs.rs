@@ -106,6 +106,57 @@ impl ProcCluster {
         ProcCluster { dir, nodes }
     }
 
+    /// Writes the config of a new node `name` with Raft id `id`, modelled
+    /// on `template`'s file (a data node or the witness): fresh ports and
+    /// data directories, `raft.join: true`, and the template's peer list
+    /// plus itself. Not started; start it with `start(name)` and add it
+    /// with `pgkeelctl member add`. Returns its gRPC address.
+    pub fn add_joining_node(&mut self, name: &str, template: &str, id: u64) -> String {
+        use serde_norway::Value;
+        let witness = self.nodes[template].witness;
+        let text = std::fs::read_to_string(&self.nodes[template].config).expect("read template");
+        let mut v: Value = serde_norway::from_str(&text).expect("template parses");
+        let data = self.dir.path().join("data").join(name);
+        let grpc = format!("127.0.0.1:{}", free_port());
+        let s = |x: &str| Value::String(x.to_string());
+        v["name"] = s(name);
+        v["raft"]["node_id"] = Value::from(id);
+        v["raft"]["listen"] = s(&grpc);
+        v["raft"]["data_dir"] = s(&data.join("raft").display().to_string());
+        v["raft"]["join"] = Value::Bool(true);
+        let mut me = serde_norway::Mapping::new();
+        me.insert(s("id"), Value::from(id));
+        me.insert(s("name"), s(name));
+        me.insert(s("address"), s(&grpc));
+        me.insert(s("witness"), Value::Bool(witness));
+        v["raft"]["peers"]
+            .as_sequence_mut()
+            .expect("raft.peers")
+            .push(Value::Mapping(me));
+        if !witness {
+            for section in ["restapi", "postgresql"] {
+                let addr = format!("127.0.0.1:{}", free_port());
+                v[section]["listen"] = s(&addr);
+                v[section]["connect_address"] = s(&addr);
+            }
+            v["postgresql"]["data_dir"] = s(&data.join("pgdata").display().to_string());
+        }
+        let path = self.dir.path().join(format!("{name}.yaml"));
+        std::fs::write(&path, serde_norway::to_string(&v).expect("yaml")).expect("write config");
+        self.nodes.insert(
+            name.to_string(),
+            ProcNode {
+                name: name.to_string(),
+                witness,
+                log: self.dir.path().join(format!("{name}.log")),
+                config: path,
+                endpoint: grpc.clone(),
+                child: None,
+            },
+        );
+        grpc
+    }
+
     pub fn names(&self) -> Vec<String> {
         self.nodes.keys().cloned().collect()
     }

@@ -118,25 +118,3 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .build()
         .expect("tokio runtime")
 }
-
-/// A client writing through the multi-host DSN over `hosts` (one INSERT
-/// every 10 ms, for at most `max_time`), once it has written.
-pub fn write_loop(
-    c: &ProcCluster,
-    hosts: &std::collections::BTreeMap<String, String>,
-    max_time: Duration,
-) -> crate::writeloop::WriteLoop {
-    let all: Vec<String> = hosts.values().cloned().collect();
-    let writes = crate::writeloop::WriteLoop::start(
-        crate::writeloop::dsn(&all, SUPERUSER_PASSWORD),
-        Duration::from_millis(10),
-        100_000,
-        max_time,
-    );
-    assert!(
-        writes.wait_for_more(20, Duration::from_secs(30)),
-        "the write loop never wrote\n{}",
-        c.logs()
-    );
-    writes
-}

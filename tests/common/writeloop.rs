@@ -166,3 +166,27 @@ pub fn missing(dsn: &str, acked: &[i64]) -> Result<Vec<i64>, String> {
             .collect())
     })
 }
+
+/// A client writing through the multi-host DSN over `hosts` of cluster
+/// `c` (one INSERT every 10 ms, for at most `max_time`), once it has
+/// written.
+pub fn running(
+    c: &crate::procs::ProcCluster,
+    hosts: &std::collections::BTreeMap<String, String>,
+    password: &str,
+    max_time: Duration,
+) -> WriteLoop {
+    let all: Vec<String> = hosts.values().cloned().collect();
+    let writes = WriteLoop::start(
+        dsn(&all, password),
+        Duration::from_millis(10),
+        100_000,
+        max_time,
+    );
+    assert!(
+        writes.wait_for_more(20, Duration::from_secs(30)),
+        "the write loop never wrote\n{}",
+        c.logs()
+    );
+    writes
+}
