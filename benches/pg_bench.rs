@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! cargo bench --bench pg_bench                  # every part
-//! cargo bench --bench pg_bench -- hardkill soak # some parts: basics, hardkill, soak, health, haproxy
+//! cargo bench --bench pg_bench -- hardkill soak # some parts: basics, hardkill, soak, health, haproxy, switchover
 //! ```
 //!
 //! - bootstrap: empty data dirs → one primary and a streaming replica;
@@ -29,7 +29,11 @@
 //!   connection and with a new connection per request;
 //! - haproxy: kill -9 of the primary's pgkeel while one client writes
 //!   through HAProxy (config/examples/haproxy.cfg) and one through the
-//!   multi-host DSN: each one's longest write gap, median of 3.
+//!   multi-host DSN: each one's longest write gap, median of 3;
+//! - switchover: `pgkeelctl switchover --force` while one client writes
+//!   through the multi-host DSN and one behind HAProxy: each one's longest
+//!   write gap and how long pgkeelctl took to return, median of 5 (the old
+//!   primary streams again before each next round).
 
 #[path = "../tests/common/haproxy.rs"]
 #[allow(dead_code)]
@@ -41,6 +45,8 @@ mod netstall;
 mod procs;
 #[path = "pg_bench/rest.rs"]
 mod rest;
+#[path = "pg_bench/switchover.rs"]
+mod switchover;
 #[path = "../tests/common/writeloop.rs"]
 #[allow(dead_code)]
 mod writeloop;
@@ -94,6 +100,9 @@ fn main() {
     }
     if want("haproxy") {
         rest::haproxy_failover(3);
+    }
+    if want("switchover") {
+        switchover::switchovers(5);
     }
 }
 
