@@ -129,8 +129,14 @@ pub async fn run<P: Postgres + 'static>(
     if let Some(updated) = with_dynamic_config(&spec, &kv) {
         spec = updated;
     }
-    let mut pending = vec![Event::StoreChanged(view::cluster_view(
-        &kv, revision, &spec.ha,
+    // A scheduled operation for this node falls due at this wall-clock
+    // time: the view is built again then.
+    let mut op_due_at: Option<std::time::SystemTime> = None;
+    let mut pending = vec![Event::StoreChanged(build_view(
+        &kv,
+        revision,
+        &spec,
+        &mut op_due_at,
     ))];
     loop {
         for event in pending.drain(..) {
@@ -160,11 +166,16 @@ pub async fn run<P: Postgres + 'static>(
             }
         }
         let now = clock.now();
+        let op_wait = op_due_at.map(|t| {
+            t.duration_since(std::time::SystemTime::now())
+                .unwrap_or(Duration::ZERO)
+        });
         let wake = ha
             .next_wakeup(now)
             .map(|w| w.saturating_since(now))
             .unwrap_or(spec.ha.loop_wait)
-            .min(spec.ha.loop_wait);
+            .min(spec.ha.loop_wait)
+            .min(op_wait.unwrap_or(Duration::MAX));
         tokio::select! {
             ev = watch.events.recv() => {
                 let Some(ev) = ev else { return Some("the store watch closed".into()) };
@@ -175,7 +186,7 @@ pub async fn run<P: Postgres + 'static>(
                 if let Some(updated) = with_dynamic_config(&spec, &kv) {
                     spec = updated;
                 }
-                pending.push(Event::StoreChanged(view::cluster_view(&kv, revision, &spec.ha)));
+                pending.push(Event::StoreChanged(build_view(&kv, revision, &spec, &mut op_due_at)));
             }
             Some(ev) = rx.recv() => {
                 if let Event::ActionDone(ActionDone { kind, .. }) = &ev {
@@ -188,7 +199,12 @@ pub async fn run<P: Postgres + 'static>(
                 }
                 pending.push(ev);
             }
-            _ = tokio::time::sleep(wake) => pending.push(Event::Tick),
+            _ = tokio::time::sleep(wake) => {
+                if op_due_at.is_some_and(|t| t <= std::time::SystemTime::now()) {
+                    pending.push(Event::StoreChanged(build_view(&kv, revision, &spec, &mut op_due_at)));
+                }
+                pending.push(Event::Tick);
+            }
             r = shutdown.changed(), if !shutdown_sent => {
                 if r.is_err() || *shutdown.borrow() {
                     shutdown_sent = true;
@@ -198,6 +214,25 @@ pub async fn run<P: Postgres + 'static>(
             }
         }
     }
+}
+
+/// The core's view of the store, with this node's operation once it is
+/// due by this node's wall clock; `due_at` is set to when a scheduled one
+/// falls due.
+fn build_view(
+    kv: &BTreeMap<String, KeyValue>,
+    revision: u64,
+    spec: &AgentSpec,
+    due_at: &mut Option<std::time::SystemTime>,
+) -> crate::ha::ClusterView {
+    let mut v = view::cluster_view(kv, revision, &spec.ha);
+    *due_at = None;
+    match view::operation_due(kv, &spec.name, std::time::SystemTime::now()) {
+        view::OperationDue::Now(op) => v.operation = Some(op),
+        view::OperationDue::At(t) => *due_at = Some(t),
+        view::OperationDue::None => {}
+    }
+    v
 }
 
 /// Tells the fencing thread until when PostgreSQL may accept writes: the
@@ -306,6 +341,7 @@ fn is_store_action(a: &Action) -> bool {
             | Action::ReleaseLeader { .. }
             | Action::PublishMember { .. }
             | Action::PublishStatus(_)
+            | Action::ReportOperation { .. }
     )
 }
 

@@ -90,6 +90,7 @@ mod candidate;
 mod lease;
 mod machinery;
 mod names;
+mod operations;
 mod primary;
 mod publish;
 mod rejoin;
@@ -107,7 +108,7 @@ use std::time::Duration;
 use crate::clock::BootInstant;
 use crate::consensus::types::LeaseId;
 
-pub use actions::{Action, ActionDone, ActionKind, Reply, StartAs, StopMode};
+pub use actions::{Action, ActionDone, ActionKind, OpOutcome, Reply, StartAs, StopMode};
 pub use candidate::{
     failover_eligibility, standby_position, Ineligible, PolledPosition, POSITION_QUERY_TIMEOUT,
 };
@@ -116,8 +117,8 @@ pub use rejoin::REWIND_ATTEMPTS;
 pub use state::{BootstrapStep, CandidateStep, PrimaryState, RejoinStep, State, StoppingState};
 pub use view::{
     ClusterView, DataDir, HaConfig, InitializeKey, LeaderKey, Lsn, MemberInfo, MemberRole,
-    MemberState, MemberTags, PgState, ReplicationRow, SlotInfo, StatusKey, Timeline, Upstream,
-    HANDOVER_TIMEOUT, MEMBER_SLOTS_TTL,
+    MemberState, MemberTags, Operation, OperationKind, PgState, ReplicationRow, SlotInfo,
+    StatusKey, Timeline, Upstream, HANDOVER_TIMEOUT, MEMBER_SLOTS_TTL,
 };
 
 /// How often a standby probes while its primary is handing over, so it
@@ -294,6 +295,12 @@ pub struct Ha {
     polled: Option<BTreeMap<String, PolledPosition>>,
     /// When this node first saw the current vacancy of the leader key.
     vacant_since: Option<BootInstant>,
+    /// The operator's operation this node is carrying out (see
+    /// `operations`).
+    op: Option<operations::OpRun>,
+    /// The id of the last operation whose end was recorded, so a view that
+    /// still shows it unfinished does not start it again.
+    op_finished: Option<String>,
 }
 
 impl Ha {
@@ -327,6 +334,8 @@ impl Ha {
             primary_down: None,
             polled: None,
             vacant_since: None,
+            op: None,
+            op_finished: None,
         }
     }
 
@@ -342,7 +351,12 @@ impl Ha {
             Event::StoreChanged(view) => self.view = Some(view),
             Event::PgProbed(pg) => self.on_probe(now, pg),
             Event::PositionsPolled(answers) => self.on_polled(answers),
-            Event::ActionDone(done) => self.on_done(now, done),
+            Event::ActionDone(done) => {
+                if self.inflight.contains_key(&done.kind) {
+                    self.op_observe(&done);
+                }
+                self.on_done(now, done)
+            }
             Event::Shutdown => self.shutdown = true,
         }
         let mut out = Vec::new();
@@ -446,6 +460,9 @@ impl Ha {
             self.state = State::Stopping(StoppingState::StoppingPostgres);
         }
         self.guard(now, out);
+        // Before the state's rules: a restart's own start must not look
+        // like a crashed server to them.
+        self.operation(now, out);
         // Each transition moves forward through a finite diagram; the bound
         // only guards against a future rule that bounces between two states.
         for _ in 0..8 {

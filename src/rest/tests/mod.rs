@@ -304,6 +304,7 @@ pub fn view(primary_lsn: u64) -> ClusterView {
             timeline: 2,
         }),
         config: HaConfig::default(),
+        operation: None,
     }
 }
 
