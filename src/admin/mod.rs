@@ -3,6 +3,8 @@
 
 mod convert;
 pub mod dsn;
+pub mod operations;
+mod operations_rpc;
 
 use tonic::{Request, Response, Status};
 
@@ -52,7 +54,7 @@ impl AdminService {
         Ok(self.read(key).await?.into_iter().find(|kv| kv.key == key))
     }
 
-    fn authorize<T>(&self, req: &Request<T>) -> Result<(), Status> {
+    pub(crate) fn authorize<T>(&self, req: &Request<T>) -> Result<(), Status> {
         let presented = req
             .metadata()
             .get("authorization")
@@ -295,5 +297,54 @@ impl Admin for AdminService {
         let (dsn, members) = dsn::build(role, leader_of(&kvs), &member_records(&kvs))
             .map_err(Status::failed_precondition)?;
         Ok(Response::new(pb::DsnReply { dsn, members }))
+    }
+
+    // ---- member operations (issue 6), in operations_rpc.rs ----
+
+    async fn restart(
+        &self,
+        req: Request<pb::RestartRequest>,
+    ) -> Result<Response<pb::OperationsReply>, Status> {
+        self.authorize(&req)?;
+        self.restart_members(req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn reload(
+        &self,
+        req: Request<pb::ReloadRequest>,
+    ) -> Result<Response<pb::OperationsReply>, Status> {
+        self.authorize(&req)?;
+        self.reload_members(req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn reinitialize(
+        &self,
+        req: Request<pb::ReinitializeRequest>,
+    ) -> Result<Response<pb::OperationsReply>, Status> {
+        self.authorize(&req)?;
+        self.reinitialize_member(req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn cancel_scheduled(
+        &self,
+        req: Request<pb::CancelScheduledRequest>,
+    ) -> Result<Response<pb::CancelScheduledReply>, Status> {
+        self.authorize(&req)?;
+        self.cancel(req.into_inner()).await.map(Response::new)
+    }
+
+    type WatchStream = operations_rpc::WatchStream;
+
+    async fn watch(
+        &self,
+        req: Request<pb::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        Ok(Response::new(self.watch_operation(req.into_inner())))
     }
 }

@@ -3,6 +3,7 @@
 //! Exit codes: 0 done, 1 refused or failed (one sentence on stderr),
 //! 2 usage.
 
+mod ops;
 mod output;
 
 use std::path::PathBuf;
@@ -61,7 +62,11 @@ pub enum DsnRole {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Every member: role, state, timeline, lag (like `patronictl list`).
-    List,
+    List {
+        /// Redraw every SECONDS until Ctrl-C.
+        #[arg(short = 'w', long = "watch", value_name = "SECONDS")]
+        watch: Option<f64>,
+    },
     /// The dynamic cluster configuration (YAML unless --format json).
     ShowConfig,
     /// Every timeline switch: timeline, fork LSN, reason, time, new leader.
@@ -81,6 +86,41 @@ pub enum Command {
         #[command(subcommand)]
         command: StoreCommand,
     },
+    // ---- member operations (issue 6) ----
+    /// Restart PostgreSQL on a member, or on every member one at a time.
+    Restart(ops::RestartArgs),
+    /// Reload PostgreSQL's settings on a member, or on every member.
+    Reload(ops::ReloadArgs),
+    /// Clone a replica again from the leader (its old data directory is
+    /// moved aside, never deleted).
+    Reinit(ops::ReinitArgs),
+    /// Cancel a scheduled restart or switchover.
+    Cancel {
+        #[command(subcommand)]
+        what: ops::CancelCommand,
+    },
+    /// Follow an operation by id until it ends.
+    Watch(ops::WatchArgs),
+    /// The leader, the replicas streaming from it, and the witness.
+    Topology {
+        /// Redraw every SECONDS until Ctrl-C.
+        #[arg(short = 'w', long = "watch", value_name = "SECONDS")]
+        watch: Option<f64>,
+    },
+}
+
+impl Command {
+    /// How long the call may take beyond the usual `--timeout`: the
+    /// operations wait for their outcome.
+    fn waits(&self) -> Duration {
+        match self {
+            Command::Restart(a) => a.wait,
+            Command::Reload(a) => a.wait,
+            Command::Reinit(a) => a.wait,
+            Command::Watch(a) => a.wait,
+            _ => Duration::ZERO,
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -174,7 +214,7 @@ pub async fn run(cli: Cli) -> Result<String, CtlError> {
     let channel = Endpoint::from_shared(format!("http://{endpoint}"))
         .map_err(|e| CtlError(format!("--endpoint {endpoint:?} is not HOST:PORT: {e}")))?
         .connect_timeout(cli.timeout)
-        .timeout(cli.timeout)
+        .timeout(cli.timeout + cli.command.waits())
         .connect()
         .await
         .map_err(|e| {
@@ -184,7 +224,28 @@ pub async fn run(cli: Cli) -> Result<String, CtlError> {
         })?;
     let mut client = AdminClient::new(channel);
     match cli.command {
-        Command::List => {
+        Command::List { watch: Some(every) } => {
+            ops::list_watch(&mut client, &endpoint, every, cli.format, false).await
+        }
+        Command::Topology { watch: Some(every) } => {
+            ops::list_watch(&mut client, &endpoint, every, cli.format, true).await
+        }
+        Command::Topology { watch: None } => {
+            let reply = client
+                .list_members(pb::ListMembersRequest {})
+                .await
+                .map_err(|s| status_error(&endpoint, s))?
+                .into_inner();
+            Ok(ops::topology(&reply, cli.format))
+        }
+        Command::Restart(a) => ops::restart(&mut client, &endpoint, &secret, a, cli.format).await,
+        Command::Reload(a) => ops::reload(&mut client, &endpoint, &secret, a, cli.format).await,
+        Command::Reinit(a) => ops::reinit(&mut client, &endpoint, &secret, a, cli.format).await,
+        Command::Cancel { what } => {
+            ops::cancel(&mut client, &endpoint, &secret, what, cli.format).await
+        }
+        Command::Watch(a) => ops::watch(&mut client, &endpoint, a, cli.format).await,
+        Command::List { watch: None } => {
             let reply = client
                 .list_members(pb::ListMembersRequest {})
                 .await

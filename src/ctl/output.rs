@@ -13,7 +13,7 @@ fn format_lsn(lsn: u64) -> String {
 }
 
 /// A document as JSON (one line) or YAML.
-fn render(doc: Value, format: Format) -> String {
+pub(super) fn render(doc: Value, format: Format) -> String {
     match format {
         Format::Yaml => match serde_norway::to_string(&doc) {
             Ok(y) => y.trim_end().to_string(),
@@ -24,7 +24,7 @@ fn render(doc: Value, format: Format) -> String {
     }
 }
 
-fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+pub(super) fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in rows {
         for (i, cell) in row.iter().enumerate() {

@@ -20,6 +20,7 @@ mod cluster;
 mod health;
 mod metrics;
 mod node_json;
+mod operations;
 mod query;
 mod source;
 mod tls;
@@ -116,12 +117,12 @@ pub fn router(state: Arc<RestState>) -> Router {
         .route("/failover", axum::routing::post(unsafe_calls::failover))
         .route(
             "/restart",
-            axum::routing::post(unsafe_calls::restart).delete(unsafe_calls::restart),
+            axum::routing::post(operations::restart).delete(operations::cancel_restart),
         )
-        .route("/reload", axum::routing::post(unsafe_calls::reload))
+        .route("/reload", axum::routing::post(operations::reload))
         .route(
             "/reinitialize",
-            axum::routing::post(unsafe_calls::reinitialize),
+            axum::routing::post(operations::reinitialize),
         )
         .with_state(state)
 }

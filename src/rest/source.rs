@@ -23,6 +23,14 @@ pub trait ClusterSource: Send + Sync + 'static {
         expect: Expect,
     ) -> BoxFuture<'a, Result<Result<u64, Option<KeyValue>>, String>>;
 
+    /// Deletes `key` if `expect` holds; `Ok(Err(current))` is a lost
+    /// compare-and-set.
+    fn delete<'a>(
+        &'a self,
+        key: &'a str,
+        expect: Expect,
+    ) -> BoxFuture<'a, Result<Result<u64, Option<KeyValue>>, String>>;
+
     /// Raft metrics and every voter's answer to a probe.
     fn raft(&self) -> BoxFuture<'_, RaftFacts>;
 }
@@ -59,6 +67,14 @@ impl ClusterSource for StoreSource {
                 .await
                 .map_err(|e| e.to_string())
         })
+    }
+
+    fn delete<'a>(
+        &'a self,
+        key: &'a str,
+        expect: Expect,
+    ) -> BoxFuture<'a, Result<Result<u64, Option<KeyValue>>, String>> {
+        Box::pin(async move { self.0.delete(key, expect).await.map_err(|e| e.to_string()) })
     }
 
     fn raft(&self) -> BoxFuture<'_, RaftFacts> {

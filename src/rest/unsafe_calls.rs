@@ -3,9 +3,10 @@
 //! Real today: `PATCH /config` (a JSON merge patch, compare-and-set on the
 //! key's revision) and `PUT /config` (a full rewrite); both validate the
 //! result like `bootstrap.dcs` before writing, and every node's agent
-//! follows the `config` key. Switchover, failover, restart, reload and
-//! reinitialize need the agent's support, which does not exist yet: they
-//! answer 503 with a sentence saying so, never a pretend success.
+//! follows the `config` key. Restart, reload and reinitialize are in
+//! `operations.rs`. Switchover and failover need the agent's support,
+//! which does not exist yet: they answer 503 with a sentence saying so,
+//! never a pretend success.
 
 use std::sync::Arc;
 
@@ -48,30 +49,6 @@ pub async fn failover(_: Authorized) -> Response {
     not_yet(
         "failover",
         "the cluster fails over on its own once the leader's lease expires",
-    )
-}
-
-/// `POST/DELETE /restart`.
-pub async fn restart(_: Authorized) -> Response {
-    not_yet(
-        "restart",
-        "restart this node's pgkeel (SIGTERM, then start it again)",
-    )
-}
-
-/// `POST /reload`.
-pub async fn reload(_: Authorized) -> Response {
-    not_yet(
-        "reload",
-        "restart this node's pgkeel to read its config file again; dynamic settings change through PATCH /config",
-    )
-}
-
-/// `POST /reinitialize`.
-pub async fn reinitialize(_: Authorized) -> Response {
-    not_yet(
-        "reinitialize",
-        "stop this replica's pgkeel, move its data directory aside and start it again to re-clone",
     )
 }
 

@@ -42,6 +42,15 @@ impl Clock for FixedClock {
     }
 }
 
+/// Whether a compare-and-set's `expect` holds for `current`.
+fn holds(expect: Expect, current: &Option<KeyValue>) -> bool {
+    match expect {
+        Expect::Any => true,
+        Expect::Absent => current.is_none(),
+        Expect::ModRevision(r) => current.as_ref().is_some_and(|c| c.mod_revision == r),
+    }
+}
+
 /// An in-memory store: keys with revisions, compare-and-set on put.
 #[derive(Default)]
 pub struct FakeSource {
@@ -104,13 +113,26 @@ impl ClusterSource for FakeSource {
         expect: Expect,
     ) -> BoxFuture<'a, Result<Result<u64, Option<KeyValue>>, String>> {
         let current = self.kv.lock().unwrap().get(key).cloned();
-        let ok = match expect {
-            Expect::Any => true,
-            Expect::Absent => current.is_none(),
-            Expect::ModRevision(r) => current.as_ref().is_some_and(|c| c.mod_revision == r),
-        };
-        let out = if ok {
+        let out = if holds(expect, &current) {
             Ok(self.set(key, &value))
+        } else {
+            Err(current)
+        };
+        Box::pin(async move { Ok(out) })
+    }
+
+    fn delete<'a>(
+        &'a self,
+        key: &'a str,
+        expect: Expect,
+    ) -> BoxFuture<'a, Result<Result<u64, Option<KeyValue>>, String>> {
+        let mut kv = self.kv.lock().unwrap();
+        let current = kv.get(key).cloned();
+        let out = if holds(expect, &current) && current.is_some() {
+            kv.remove(key);
+            let mut rev = self.revision.lock().unwrap();
+            *rev += 1;
+            Ok(*rev)
         } else {
             Err(current)
         };

@@ -1,6 +1,7 @@
 //! Unsafe calls: 401 without or with wrong credentials and nothing
-//! changes; with the right ones, config writes are real and the rest say
-//! precisely that they are not implemented.
+//! changes; with the right ones, config writes and member operations are
+//! real and switchover / failover say precisely that they are not
+//! implemented.
 
 use axum::http::StatusCode;
 use base64::Engine;
@@ -72,7 +73,7 @@ async fn with_credentials_config_writes_are_real_and_the_rest_say_not_yet() {
     let h = with_config(Credentials::new(Some((USER, PASSWORD)), Some(TOKEN)));
     let good_basic = basic(USER, PASSWORD);
     let bearer = format!("Bearer {TOKEN}");
-    for (method, path, body) in &CALLS[..7] {
+    for (method, path, body) in &CALLS[..3] {
         for auth in [&good_basic, &bearer] {
             let (code, text) = call(&h.app, method, path, Some(auth), body).await;
             assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE, "{method} {path}");
@@ -108,6 +109,112 @@ async fn with_credentials_config_writes_are_real_and_the_rest_say_not_yet() {
     let stored: serde_json::Value = serde_json::from_str(&h.source.get("config").unwrap()).unwrap();
     assert_eq!(stored["ttl"], "6s");
     assert_eq!(stored["loop_wait"], "1s", "defaults again after PUT");
+}
+
+/// node1 (this node) holds the leader key; node2 is a member too.
+fn with_members() -> Harness {
+    harness_with(
+        primary(),
+        BTreeMap::new(),
+        FakeSource::with(&[
+            ("config", STORED),
+            ("leader", "node1"),
+            ("members/node1", r#"{"name":"node1","role":"primary"}"#),
+            ("members/node2", r#"{"name":"node2","role":"replica"}"#),
+        ]),
+        Credentials::new(None, Some(TOKEN)),
+        NOW,
+    )
+}
+
+#[tokio::test]
+async fn a_scheduled_restart_is_written_for_this_node_and_can_be_deleted() {
+    let h = with_members();
+    let auth = format!("Bearer {TOKEN}");
+    let at = crate::store::keys::format_time(
+        std::time::SystemTime::now() + std::time::Duration::from_secs(3600),
+    );
+    let body = format!(r#"{{"schedule":"{at}","restart_pending":true,"role":"primary"}}"#);
+    let (code, text) = call(&h.app, "POST", "/restart", Some(&auth), &body).await;
+    assert_eq!(code, StatusCode::ACCEPTED, "{text}");
+    assert!(
+        text.starts_with(&format!("restart scheduled for {at}")),
+        "{text}"
+    );
+    let rec: crate::store::keys::OperationRecord =
+        serde_json::from_str(&h.source.get("operations/node1").unwrap()).unwrap();
+    assert_eq!(
+        (
+            rec.kind.as_str(),
+            rec.state.as_str(),
+            rec.pending_only,
+            rec.role.as_str()
+        ),
+        ("restart", "pending", true, "primary")
+    );
+    assert_eq!(rec.scheduled_at.as_deref(), Some(at.as_str()));
+    // A second one while the first is unfinished: refused, nothing changes.
+    let (code, text) = call(&h.app, "POST", "/restart", Some(&auth), &body).await;
+    assert_eq!(code, StatusCode::CONFLICT, "{text}");
+    assert!(text.contains("already has a restart pending"), "{text}");
+    let (code, text) = call(&h.app, "DELETE", "/restart", Some(&auth), "").await;
+    assert_eq!(code, StatusCode::OK, "{text}");
+    assert!(text.contains(&rec.id), "{text}");
+    assert_eq!(h.source.get("operations/node1"), None);
+    let (code, text) = call(&h.app, "DELETE", "/restart", Some(&auth), "").await;
+    assert_eq!(code, StatusCode::NOT_FOUND, "{text}");
+    assert!(
+        text.contains("node1 has no scheduled restart to cancel"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn bad_operation_requests_are_refused_and_write_nothing() {
+    let h = with_members();
+    let auth = format!("Bearer {TOKEN}");
+    for (method, path, body, code, says) in [
+        (
+            "POST",
+            "/restart",
+            r#"{"schedule":"yesterday"}"#,
+            StatusCode::BAD_REQUEST,
+            "is not an RFC 3339 time",
+        ),
+        (
+            "POST",
+            "/restart",
+            r#"{"schedule":"2001-01-01T00:00:00Z"}"#,
+            StatusCode::BAD_REQUEST,
+            "is in the past",
+        ),
+        (
+            "POST",
+            "/restart",
+            r#"{"role":"boss"}"#,
+            StatusCode::BAD_REQUEST,
+            "is not a role",
+        ),
+        (
+            "POST",
+            "/restart",
+            r#"{"sheduled":"x"}"#,
+            StatusCode::BAD_REQUEST,
+            "unknown field",
+        ),
+        (
+            "POST",
+            "/reinitialize",
+            r#"{"force":true}"#,
+            StatusCode::CONFLICT,
+            "cannot reinitialize the primary; switch over first",
+        ),
+    ] {
+        let (got, text) = call(&h.app, method, path, Some(&auth), body).await;
+        assert_eq!(got, code, "{body}: {text}");
+        assert!(text.contains(says), "{body}: {text}");
+    }
+    assert_eq!(h.source.get("operations/node1"), None);
 }
 
 #[tokio::test]
