@@ -295,12 +295,9 @@ pub struct Ha {
     polled: Option<BTreeMap<String, PolledPosition>>,
     /// When this node first saw the current vacancy of the leader key.
     vacant_since: Option<BootInstant>,
-    /// The operator's operation this node is carrying out (see
-    /// `operations`).
-    op: Option<operations::OpRun>,
-    /// The id of the last operation whose end was recorded, so a view that
-    /// still shows it unfinished does not start it again.
-    op_finished: Option<String>,
+    /// The operator's operations: the one being carried out, and what is
+    /// remembered about earlier ones (see `operations`).
+    ops: operations::OpTracker,
 }
 
 impl Ha {
@@ -334,8 +331,7 @@ impl Ha {
             primary_down: None,
             polled: None,
             vacant_since: None,
-            op: None,
-            op_finished: None,
+            ops: operations::OpTracker::default(),
         }
     }
 

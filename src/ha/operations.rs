@@ -41,9 +41,23 @@ use super::state::{RejoinStep, State};
 use super::view::{DataDir, MemberRole, Operation, OperationKind};
 use super::Ha;
 
+/// What the core keeps about operations.
+#[derive(Debug, Clone, Default)]
+pub(super) struct OpTracker {
+    /// The one being carried out.
+    run: Option<OpRun>,
+    /// The id of the last operation whose end was recorded, so a view that
+    /// still shows it unfinished does not start it again.
+    finished: Option<String>,
+    /// The id of the last operation that made the last probe stale: a
+    /// decision on it (`pending_restart`, running or not) rests on a probe
+    /// sent after it arrived, not one up to `loop_wait` old.
+    probed_for: Option<String>,
+}
+
 /// An operation this core is carrying out.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct OpRun {
+struct OpRun {
     id: String,
     kind: OperationKind,
     step: OpStep,
@@ -89,18 +103,25 @@ impl Ha {
     pub(super) fn operation(&mut self, now: BootInstant, out: &mut Vec<Action>) {
         let wanted = self.view.as_ref().and_then(|v| v.operation.clone());
         if self
-            .op
+            .ops
+            .run
             .as_ref()
             .is_some_and(|run| wanted.as_ref().map(|w| &w.id) != Some(&run.id))
         {
             // Cancelled, replaced, or recorded as ended: nothing to report on.
-            self.op = None;
+            self.ops.run = None;
         }
         let Some(op) = wanted else { return };
-        if self.op_finished.as_deref() == Some(op.id.as_str()) {
+        if self.ops.finished.as_deref() == Some(op.id.as_str()) {
             return; // ended; the view has not caught up yet
         }
-        if self.op.is_none() {
+        if self.ops.run.is_none() && !op.running && self.ops.probed_for.as_ref() != Some(&op.id) {
+            // Decide on a probe sent from now on: an answer in flight is
+            // discarded as stale, and the next probe is due at once.
+            self.ops.probed_for = Some(op.id.clone());
+            self.pg_epoch += 1;
+        }
+        if self.ops.run.is_none() {
             let step = if op.running {
                 OpStep::Reporting {
                     outcome: OpOutcome::Failed,
@@ -115,7 +136,7 @@ impl Ha {
                     Admission::End(outcome, message) => OpStep::Reporting { outcome, message },
                 }
             };
-            self.op = Some(OpRun {
+            self.ops.run = Some(OpRun {
                 id: op.id.clone(),
                 kind: op.kind,
                 step,
@@ -124,11 +145,13 @@ impl Ha {
         }
         // Each step moves forward; the bound only guards against a bounce.
         for _ in 0..4 {
-            let Some(run) = self.op.clone() else { return };
+            let Some(run) = self.ops.run.clone() else {
+                return;
+            };
             let next = self.op_step(now, &run, out);
             match next {
                 Some(step) if step != run.step => {
-                    if let Some(r) = self.op.as_mut() {
+                    if let Some(r) = self.ops.run.as_mut() {
                         r.step = step;
                     }
                 }
@@ -332,7 +355,8 @@ impl Ha {
     }
 
     fn op_reporting(&self) -> bool {
-        self.op
+        self.ops
+            .run
             .as_ref()
             .is_some_and(|r| matches!(r.step, OpStep::Reporting { .. }))
     }
@@ -356,7 +380,9 @@ impl Ha {
     /// Takes an action's answer into the operation, before the general
     /// bookkeeping does (called only for answers to actions in flight).
     pub(super) fn op_observe(&mut self, done: &ActionDone) {
-        let Some(run) = self.op.as_mut() else { return };
+        let Some(run) = self.ops.run.as_mut() else {
+            return;
+        };
         let failed = |what: &str, e: &str| OpStep::Reporting {
             outcome: OpOutcome::Failed,
             message: format!("{what}: {e}"),
@@ -371,8 +397,8 @@ impl Ha {
             (ActionKind::ReportOperation, Ok(Reply::Done), OpStep::Reporting { .. })
             | (ActionKind::ReportOperation, Ok(Reply::Lost), _) => {
                 // Recorded, or the record is no longer this operation's.
-                self.op_finished = Some(run.id.clone());
-                self.op = None;
+                self.ops.finished = Some(run.id.clone());
+                self.ops.run = None;
                 return;
             }
             (ActionKind::Reload, Ok(_), OpStep::Reloading) => Some(OpStep::Reporting {

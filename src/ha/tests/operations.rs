@@ -49,6 +49,17 @@ fn quiet(fx: &mut Fx, mut actions: Vec<Action>) -> Vec<Action> {
     actions
 }
 
+/// Shows the core `v` with a new operation: it first asks for a probe
+/// (a decision rests on PostgreSQL as it is now, not up to `loop_wait`
+/// ago), which answers with the server unchanged.
+fn arrive(fx: &mut Fx, v: ClusterView) -> Vec<Action> {
+    let out = fx.view(v);
+    let out = quiet(fx, out);
+    assert_eq!(out, vec![Action::Probe], "a fresh probe first");
+    let pg = fx.ha.pg.clone().expect("a probe");
+    probed(fx, pg)
+}
+
 fn stopped(fx: &mut Fx) -> Vec<Action> {
     let out = fx.done(
         ActionKind::StopPostgres,
@@ -78,7 +89,10 @@ fn a_replica_restarts_as_a_standby_of_the_leader() {
     let v = replica_with_leader_b();
     let mut fx = Fx::new(State::Replica, v, pg_standby(Some("b"))).lease();
     let running = report("r1", OpOutcome::Running, "restarting PostgreSQL");
-    let out = fx.view(with_op(replica_with_leader_b(), op("r1", restart())));
+    let out = arrive(
+        &mut fx,
+        with_op(replica_with_leader_b(), op("r1", restart())),
+    );
     assert_eq!(out, vec![running], "recorded before anything is touched");
     let stop = Action::StopPostgres {
         mode: StopMode::Fast,
@@ -126,7 +140,7 @@ fn a_primary_restarts_under_its_lease_and_keeps_the_key() {
     let mut v: ClusterView = leading().into();
     v.config.primary_start_timeout = std::time::Duration::ZERO;
     v.operation = Some(op("p1", restart()));
-    let out = fx.view(v);
+    let out = arrive(&mut fx, v);
     assert_eq!(
         out,
         vec![report("p1", OpOutcome::Running, "restarting PostgreSQL")]
@@ -161,7 +175,7 @@ fn a_primary_that_loses_its_lease_mid_restart_is_not_started_as_primary() {
     let mut fx = leader_fx(|_| {});
     let mut v: ClusterView = leading().into();
     v.operation = Some(op("p2", restart()));
-    fx.view(v);
+    arrive(&mut fx, v);
     done(&mut fx, ActionKind::ReportOperation);
     stopped(&mut fx);
     // The lease runs out before the probe answers.
@@ -185,7 +199,7 @@ fn a_failed_restart_start_is_reported_and_the_primary_rules_take_over() {
     let mut fx = leader_fx(|_| {});
     let mut v: ClusterView = leading().into();
     v.operation = Some(op("p3", restart()));
-    fx.view(v);
+    arrive(&mut fx, v);
     done(&mut fx, ActionKind::ReportOperation);
     stopped(&mut fx);
     probed(&mut fx, pg_stopped());
@@ -288,7 +302,8 @@ fn filters_and_refusals_end_an_operation_before_anything_is_touched() {
         }
         let mut with = v;
         with.operation = Some(op("x", kind));
-        let out = fx.view(with);
+        fx.view(with);
+        let out = probed(&mut fx, pg);
         // Only the report: a stopped replica's own start is the state rules'.
         let reports: Vec<&Action> = out
             .iter()
@@ -317,7 +332,7 @@ fn restart_pending_restarts_a_member_that_needs_it() {
         pending_only: true,
         role: Some(MemberRole::Replica),
     };
-    fx.view(with_op(replica_with_leader_b(), op("p", kind)));
+    arrive(&mut fx, with_op(replica_with_leader_b(), op("p", kind)));
     let stop = Action::StopPostgres {
         mode: StopMode::Fast,
     };
@@ -328,7 +343,7 @@ fn restart_pending_restarts_a_member_that_needs_it() {
 fn a_replica_is_reinitialized_from_the_leader() {
     let v = || replica_with_leader_b();
     let mut fx = Fx::new(State::Replica, v(), pg_standby(Some("b"))).lease();
-    let out = fx.view(with_op(v(), op("i1", OperationKind::Reinitialize)));
+    let out = arrive(&mut fx, with_op(v(), op("i1", OperationKind::Reinitialize)));
     let running = report(
         "i1",
         OpOutcome::Running,
@@ -379,7 +394,7 @@ fn a_replica_is_reinitialized_from_the_leader() {
 fn a_failed_clone_is_reported_while_the_replica_keeps_trying() {
     let v = || replica_with_leader_b();
     let mut fx = Fx::new(State::Replica, v(), pg_standby(Some("b"))).lease();
-    fx.view(with_op(v(), op("i2", OperationKind::Reinitialize)));
+    arrive(&mut fx, with_op(v(), op("i2", OperationKind::Reinitialize)));
     done(&mut fx, ActionKind::ReportOperation);
     fx.done(
         ActionKind::StopPostgres,
@@ -411,10 +426,10 @@ fn reload_rewrites_and_reloads() {
         pg_standby(Some("b")),
     )
     .lease();
-    let out = fx.view(with_op(
-        replica_with_leader_b(),
-        op("l1", OperationKind::Reload),
-    ));
+    let out = arrive(
+        &mut fx,
+        with_op(replica_with_leader_b(), op("l1", OperationKind::Reload)),
+    );
     assert_eq!(
         out,
         vec![report(
@@ -457,13 +472,13 @@ fn a_cancelled_or_replaced_operation_is_dropped() {
     let v = replica_with_leader_b;
     let mut fx = Fx::new(State::Replica, v(), pg_standby(Some("b"))).lease();
     let o = op("s1", restart());
-    fx.view(with_op(v(), o));
+    arrive(&mut fx, with_op(v(), o));
     // Cancelled before the running mark landed: the report answer says
     // the record is someone else's now.
     assert_eq!(fx.view(v()), vec![]);
     assert_eq!(fx.done(ActionKind::ReportOperation, Reply::Lost), vec![]);
     // A new request (another id) starts on its own.
-    let out = fx.view(with_op(v(), op("s2", OperationKind::Reload)));
+    let out = arrive(&mut fx, with_op(v(), op("s2", OperationKind::Reload)));
     assert_eq!(
         out,
         vec![report(
@@ -489,5 +504,40 @@ fn a_candidate_waits_before_restarting() {
         !out.iter()
             .any(|a| matches!(a, Action::ReportOperation { .. })),
         "{out:?}"
+    );
+}
+
+#[test]
+fn a_probe_sent_before_the_request_does_not_decide_it() {
+    let mut fx = Fx::new(
+        State::Replica,
+        replica_with_leader_b(),
+        pg_standby(Some("b")),
+    )
+    .lease();
+    fx.quiet_at(1_000);
+    fx.ha.last_probe = Some(at(0));
+    let out = fx.tick(1_000);
+    assert!(out.contains(&Action::Probe), "{out:?}");
+    let kind = OperationKind::Restart {
+        pending_only: true,
+        role: None,
+    };
+    let out = fx.view(with_op(replica_with_leader_b(), op("q", kind)));
+    assert_eq!(
+        quiet(&mut fx, out),
+        vec![],
+        "the probe in flight is awaited"
+    );
+    // Its answer predates the request (and the setting changed since):
+    // discarded, and a new probe is asked for.
+    assert_eq!(probed(&mut fx, pg_standby(Some("b"))), vec![Action::Probe]);
+    let pending = PgState {
+        pending_restart: true,
+        ..pg_standby(Some("b"))
+    };
+    assert_eq!(
+        probed(&mut fx, pending),
+        vec![report("q", OpOutcome::Running, "restarting PostgreSQL")]
     );
 }
