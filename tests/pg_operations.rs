@@ -281,6 +281,33 @@ fn restart_reload_reinit_and_their_refusals_through_pgkeelctl() {
     assert!(e.contains("is in the past"), "{e}");
     assert_eq!(pm(&c, &replica), before);
 
+    tracing::info!("phase: watch follows a switchover request; a scheduled one is cancelled");
+    let switchover = format!(
+        r#"{{"id":"sw-test","kind":"switchover","leader":"{leader}","state":"pending","message":"waiting","scheduled_at":"{}"}}"#,
+        when(3600)
+    );
+    c.put_eventually(&via, "failover", &switchover, Duration::from_secs(10));
+    let out = c.ctl(&via, &["watch", "sw-test", "--wait", "1s"]);
+    assert_eq!(out.status.code(), Some(1), "not finished within 1 s");
+    assert!(
+        stdout(&out).starts_with("switchover: pending — waiting (operation sw-test)"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(
+        stderr(&out).contains("has not finished yet"),
+        "{}",
+        stderr(&out)
+    );
+    let said = ok(&c, &via, &["cancel", "switchover"]);
+    assert_eq!(
+        said,
+        "cancelled the scheduled switchover (operation sw-test)"
+    );
+    assert_eq!(c.get(&via, "failover", true), Ok(None));
+    let e = refused(&c, &via, &["cancel", "switchover"]);
+    assert!(e.contains("no scheduled switchover to cancel"), "{e}");
+
     tracing::info!("phase: REST /restart needs credentials, then restarts that node");
     let rest = c.rest_address(&c.file_of(&replica));
     let (code, _) = http(&rest, "POST", "/restart", &[], "{}").expect("REST answers");

@@ -351,23 +351,7 @@ pub fn topology(r: &pb::ListMembersReply, format: Format) -> String {
         }
         Format::Table => {
             let indent = if leader.is_empty() { "" } else { "+ " };
-            let row = |prefix: &str, m: &pb::MemberStatus| {
-                vec![
-                    format!("{prefix}{}", m.name),
-                    if m.host.is_empty() {
-                        "-".into()
-                    } else {
-                        m.host.clone()
-                    },
-                    m.role.clone(),
-                    m.state.clone(),
-                    if m.timeline == 0 {
-                        "-".into()
-                    } else {
-                        m.timeline.to_string()
-                    },
-                ]
-            };
+            let row = output::member_cells;
             let mut rows: Vec<Vec<String>> = leader.iter().map(|m| row("", m)).collect();
             rows.extend(replicas.iter().map(|m| row(indent, m)));
             rows.extend(witnesses.iter().map(|m| row("", m)));

@@ -172,6 +172,25 @@ pub fn revision(revision: u64, format: Format) -> String {
     }
 }
 
+/// Name (after `prefix`), host, role, state and timeline: the first
+/// columns of `list` and `topology`.
+pub(super) fn member_cells(prefix: &str, m: &pb::MemberStatus) -> Vec<String> {
+    let or_dash = |s: String| {
+        if s.is_empty() || s == "0" {
+            "-".into()
+        } else {
+            s
+        }
+    };
+    vec![
+        format!("{prefix}{}", m.name),
+        or_dash(m.host.clone()),
+        m.role.clone(),
+        m.state.clone(),
+        or_dash(m.timeline.to_string()),
+    ]
+}
+
 pub fn list(r: &pb::ListMembersReply, format: Format) -> String {
     match format {
         Format::Json | Format::Yaml => render(
@@ -197,20 +216,8 @@ pub fn list(r: &pb::ListMembersReply, format: Format) -> String {
                 .members
                 .iter()
                 .map(|m| {
-                    vec![
-                        m.name.clone(),
-                        if m.host.is_empty() {
-                            "-".into()
-                        } else {
-                            m.host.clone()
-                        },
-                        m.role.clone(),
-                        m.state.clone(),
-                        if m.timeline == 0 {
-                            "-".into()
-                        } else {
-                            m.timeline.to_string()
-                        },
+                    let mut cells = member_cells("", m);
+                    cells.extend([
                         m.lag_bytes
                             .map_or("-".into(), |b| format!("{:.1}", b as f64 / 1_048_576.0)),
                         if m.pending_restart {
@@ -218,7 +225,8 @@ pub fn list(r: &pb::ListMembersReply, format: Format) -> String {
                         } else {
                             String::new()
                         },
-                    ]
+                    ]);
+                    cells
                 })
                 .collect();
             format!(

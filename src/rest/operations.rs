@@ -11,45 +11,18 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use futures::future::BoxFuture;
 use serde::Deserialize;
 use tonic::{Code, Status};
 
 use super::auth::Authorized;
-use super::source::ClusterSource;
 use super::RestState;
-use crate::admin::operations::{self as ops, Members, OpRequest, OpsKv};
-use crate::consensus::types::{Expect, KeyValue};
+use crate::admin::operations::{self as ops, Members, OpRequest};
 use crate::store::keys::{op_kind, op_state, OperationRecord};
 
 /// How long a restart or reload call waits for its outcome by default.
 const WAIT: Duration = Duration::from_secs(60);
 /// How long a reinitialize call waits for the member to start it.
 const START_WAIT: Duration = Duration::from_secs(30);
-
-/// The REST API's store, as the operations need it.
-struct Kv<'a>(&'a dyn ClusterSource);
-
-impl OpsKv for Kv<'_> {
-    fn range<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<KeyValue>, String>> {
-        self.0.range(prefix)
-    }
-    fn put<'a>(
-        &'a self,
-        key: &'a str,
-        value: String,
-        expect: Expect,
-    ) -> BoxFuture<'a, Result<Result<u64, Option<KeyValue>>, String>> {
-        self.0.put(key, value, expect)
-    }
-    fn delete<'a>(
-        &'a self,
-        key: &'a str,
-        expect: Expect,
-    ) -> BoxFuture<'a, Result<Result<u64, Option<KeyValue>>, String>> {
-        self.0.delete(key, expect)
-    }
-}
 
 fn say(code: StatusCode, sentence: impl Into<String>) -> Response {
     let mut s = sentence.into();
@@ -68,17 +41,14 @@ fn refused(s: Status) -> Response {
     say(code, s.message())
 }
 
-/// The body as `T`; empty means all defaults.
-fn body<T: for<'de> Deserialize<'de> + Default>(b: &Bytes) -> Result<T, Response> {
+/// The body as `T`; empty means all defaults. `Err` is the sentence of
+/// a 400.
+fn body<T: for<'de> Deserialize<'de> + Default>(b: &Bytes) -> Result<T, String> {
     if b.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    serde_json::from_slice(b).map_err(|e| {
-        say(
-            StatusCode::BAD_REQUEST,
-            format!("the request body is not readable ({e}); send a JSON object"),
-        )
-    })
+    serde_json::from_slice(b)
+        .map_err(|e| format!("the request body is not readable ({e}); send a JSON object"))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -102,11 +72,11 @@ struct ReinitBody {
 
 /// Writes `req` for this node and, unless scheduled, waits for its end.
 async fn run(s: &RestState, req: OpRequest, wait: Duration) -> Result<OperationRecord, Status> {
-    let kv = Kv(s.cluster.as_ref());
-    let members = Members::read(&kv).await?;
+    let kv = s.cluster.kv();
+    let members = Members::read(kv).await?;
     members.check(&s.info.name)?;
     let name = [s.info.name.clone()];
-    let mut recs = ops::run_each(&kv, &members, &name, &req, wait).await?;
+    let mut recs = ops::run_each(kv, &members, &name, &req, wait).await?;
     recs.pop()
         .ok_or_else(|| Status::internal("no operation was written"))
 }
@@ -115,7 +85,7 @@ async fn run(s: &RestState, req: OpRequest, wait: Duration) -> Result<OperationR
 pub async fn restart(_: Authorized, State(s): State<Arc<RestState>>, b: Bytes) -> Response {
     let b: RestartBody = match body(&b) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(e) => return say(StatusCode::BAD_REQUEST, e),
     };
     let checked = (|| {
         let role = ops::check_role(b.role.as_deref().unwrap_or_default())?;
@@ -159,7 +129,7 @@ pub async fn restart(_: Authorized, State(s): State<Arc<RestState>>, b: Bytes) -
 
 /// `DELETE /restart`: cancels this node's scheduled restart.
 pub async fn cancel_restart(_: Authorized, State(s): State<Arc<RestState>>) -> Response {
-    match ops::cancel_restart(&Kv(s.cluster.as_ref()), &s.info.name).await {
+    match ops::cancel_restart(s.cluster.kv(), &s.info.name).await {
         Ok(id) => say(StatusCode::OK, format!("scheduled restart {id} deleted")),
         Err(e) if e.code() == Code::FailedPrecondition => say(StatusCode::NOT_FOUND, e.message()),
         Err(e) => refused(e),
@@ -186,18 +156,18 @@ pub async fn reload(_: Authorized, State(s): State<Arc<RestState>>) -> Response 
 pub async fn reinitialize(_: Authorized, State(s): State<Arc<RestState>>, b: Bytes) -> Response {
     let b: ReinitBody = match body(&b) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(e) => return say(StatusCode::BAD_REQUEST, e),
     };
-    let kv = Kv(s.cluster.as_ref());
+    let kv = s.cluster.kv();
     let written = async {
-        let members = Members::read(&kv).await?;
+        let members = Members::read(kv).await?;
         members.check(&s.info.name)?;
         let req = OpRequest {
             kind: op_kind::REINITIALIZE,
             force: b.force,
             ..Default::default()
         };
-        ops::submit(&kv, &members, &s.info.name, &req, SystemTime::now()).await
+        ops::submit(kv, &members, &s.info.name, &req, SystemTime::now()).await
     }
     .await;
     let rec = match written {
@@ -206,7 +176,7 @@ pub async fn reinitialize(_: Authorized, State(s): State<Arc<RestState>>, b: Byt
     };
     let mut seen: Option<Result<ops::Progress, Status>> = None;
     let deadline = tokio::time::Instant::now() + START_WAIT;
-    ops::follow(&kv, &rec.id, deadline, |p| {
+    ops::follow(kv, &rec.id, deadline, |p| {
         let started = p
             .as_ref()
             .map_or(true, |p| p.fields.state != op_state::PENDING);

@@ -135,7 +135,7 @@ pub fn parse_time(text: &str) -> Result<std::time::SystemTime, String> {
     // however odd, is an error, never a panic).
     let split = t.len().checked_sub(6).filter(|i| t.is_char_boundary(*i));
     let offset = split.and_then(|i| {
-        let off = t[i..].as_bytes();
+        let off = &t.as_bytes()[i..];
         let digit = |k: usize| off[k].is_ascii_digit();
         let shaped =
             matches!(off[0], b'+' | b'-') && off[3] == b':' && [1, 2, 4, 5].into_iter().all(digit);

@@ -6,6 +6,7 @@ mod documents;
 mod tls;
 mod unsafe_calls;
 
+use crate::admin::operations::OpsKv;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -93,7 +94,7 @@ impl FakeSource {
     }
 }
 
-impl ClusterSource for FakeSource {
+impl OpsKv for FakeSource {
     fn range<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<KeyValue>, String>> {
         let kvs = self
             .kv
@@ -137,6 +138,12 @@ impl ClusterSource for FakeSource {
             Err(current)
         };
         Box::pin(async move { Ok(out) })
+    }
+}
+
+impl ClusterSource for FakeSource {
+    fn kv(&self) -> &dyn OpsKv {
+        self
     }
 
     fn raft(&self) -> BoxFuture<'_, RaftFacts> {
