@@ -325,6 +325,22 @@ fn restart_reload_reinit_and_their_refusals_through_pgkeelctl() {
     assert!(topo.contains(&format!("\n{leader} ")), "{topo}");
     assert!(topo.contains(&format!("+ {replica} ")), "{topo}");
 
+    tracing::info!("phase: list -w redraws until Ctrl-C");
+    let child = Command::new(env!("CARGO_BIN_EXE_pgkeelctl"))
+        .args(["--endpoint", &c.nodes[&via].endpoint, "list", "-w", "0.3"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run pgkeelctl list -w");
+    std::thread::sleep(Duration::from_millis(1500));
+    // SAFETY: kill(2) on the PID of our own child, not yet reaped.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let out = child.wait_with_output().expect("list -w exits");
+    assert!(out.status.success(), "Ctrl-C ends list -w cleanly");
+    let drawn = stdout(&out).matches("Cluster: ").count();
+    assert!(drawn >= 2, "redrawn: {}", stdout(&out));
+
     tracing::info!("phase: the primary cannot be reinitialized; a replica is cloned again");
     let e = refused(&c, &via, &["reinit", &leader]);
     assert!(
