@@ -198,8 +198,10 @@ pub async fn submit(
     let expect = match current {
         None => Expect::Absent,
         Some(c) => {
-            let old: ProgressFields = keys::decode(&c.key, &c.value).unwrap_or_default();
-            if !op_state::is_terminal(&old.state) && !req.force {
+            // An unreadable record blocks nothing: it is replaced.
+            let old: Option<ProgressFields> = keys::decode(&c.key, &c.value).ok();
+            let unfinished = old.filter(|o| !op_state::is_terminal(&o.state));
+            if let (Some(old), false) = (unfinished, req.force) {
                 return Err(Status::failed_precondition(format!(
                     "{member} already has a {} {} (operation {}); wait for it, cancel it, or pass --force to replace it",
                     old.kind, old.state, old.id
