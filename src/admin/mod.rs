@@ -4,6 +4,8 @@
 mod convert;
 pub mod dsn;
 pub mod membership;
+pub mod operations;
+mod operations_rpc;
 pub mod switchover;
 
 use tonic::{Request, Response, Status};
@@ -57,7 +59,7 @@ impl AdminService {
         Ok(self.read(key).await?.into_iter().find(|kv| kv.key == key))
     }
 
-    fn authorize<T>(&self, req: &Request<T>) -> Result<(), Status> {
+    pub(crate) fn authorize<T>(&self, req: &Request<T>) -> Result<(), Status> {
         let presented = req
             .metadata()
             .get("authorization")
@@ -334,14 +336,14 @@ impl Admin for AdminService {
         &self,
         req: Request<pb::PauseRequest>,
     ) -> Result<Response<pb::PauseReply>, Status> {
-        self.set_pause(req, true).await
+        self.do_pause(req, true).await
     }
 
     async fn resume(
         &self,
         req: Request<pb::PauseRequest>,
     ) -> Result<Response<pb::PauseReply>, Status> {
-        self.set_pause(req, false).await
+        self.do_pause(req, false).await
     }
 
     async fn add_member(
@@ -358,5 +360,54 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::MembershipReply>, Status> {
         self.authorize(&req)?;
         self.membership.remove(req).await.map(Response::new)
+    }
+
+    // ---- member operations (issue 6), in operations_rpc.rs ----
+
+    async fn restart(
+        &self,
+        req: Request<pb::RestartRequest>,
+    ) -> Result<Response<pb::OperationsReply>, Status> {
+        self.authorize(&req)?;
+        self.restart_members(req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn reload(
+        &self,
+        req: Request<pb::ReloadRequest>,
+    ) -> Result<Response<pb::OperationsReply>, Status> {
+        self.authorize(&req)?;
+        self.reload_members(req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn reinitialize(
+        &self,
+        req: Request<pb::ReinitializeRequest>,
+    ) -> Result<Response<pb::OperationsReply>, Status> {
+        self.authorize(&req)?;
+        self.reinitialize_member(req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn cancel_scheduled(
+        &self,
+        req: Request<pb::CancelScheduledRequest>,
+    ) -> Result<Response<pb::CancelScheduledReply>, Status> {
+        self.authorize(&req)?;
+        self.cancel(req.into_inner()).await.map(Response::new)
+    }
+
+    type WatchStream = operations_rpc::WatchStream;
+
+    async fn watch(
+        &self,
+        req: Request<pb::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        Ok(Response::new(self.watch_operation(req.into_inner())))
     }
 }

@@ -14,22 +14,13 @@ use crate::consensus::types::{Expect, KeyValue};
 use crate::ha::records::{cluster_view, dynamic_config, ha_config};
 use crate::ha::{candidate_problem, ClusterView, HaConfig, Lsn};
 use crate::pb::admin as pb;
-use crate::store::keys::{self, FailoverRecord};
+use crate::store::keys::{self, op_state, FailoverRecord};
 
-use super::{store_status, AdminService};
+use super::operations::{check_schedule, unavailable, OpsKv};
+use super::AdminService;
 
 /// How long a call waits for its outcome when the client set no deadline.
 const DEFAULT_WAIT: Duration = Duration::from_secs(60);
-
-/// A fresh operation id: the kind, the wall-clock time and randomness, so
-/// ids from any node never collide and sort by time for people.
-pub fn operation_id(kind: &str) -> String {
-    let secs = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    format!("{kind}-{secs}-{:08x}", rand::random::<u32>())
-}
 
 /// How long the client is willing to wait (its `grpc-timeout`), less a
 /// margin to answer in; [`DEFAULT_WAIT`] when it set none.
@@ -130,196 +121,268 @@ pub fn pending_line(kvs: &[KeyValue]) -> String {
         .unwrap_or_default()
 }
 
-/// `scheduled_at` as given: empty is now; otherwise an RFC 3339 time in
-/// the future.
-fn parse_schedule(at: &str) -> Result<Option<String>, Status> {
-    if at.trim().is_empty() {
-        return Ok(None);
-    }
-    let t = humantime::parse_rfc3339_weak(at.trim()).map_err(|e| {
-        Status::invalid_argument(format!(
-            "scheduled_at {at:?} is not an RFC 3339 UTC time such as 2026-11-22T03:00:00Z ({e})"
-        ))
-    })?;
-    if t <= SystemTime::now() {
-        return Err(Status::invalid_argument(format!(
-            "scheduled_at {at} is in the past: give a later time, or none to switch over now"
+/// How often a waiting call reads the store again.
+const POLL: Duration = Duration::from_millis(100);
+
+/// The store as the HA loops see it, from one read through the leader.
+async fn snapshot(kv: &dyn OpsKv) -> Result<Snapshot, Status> {
+    let kvs = kv.range("").await.map_err(unavailable)?;
+    let kv: BTreeMap<String, KeyValue> = kvs.into_iter().map(|kv| (kv.key.clone(), kv)).collect();
+    let config = dynamic_config(&kv)
+        .map(|dcs| ha_config(&dcs, &HaConfig::default()))
+        .unwrap_or_default();
+    let view = cluster_view(&kv, 0, &config, SystemTime::now());
+    Ok(Snapshot { kv, view })
+}
+
+/// Stores `record` unless another request is pending.
+async fn store_request(
+    kv: &dyn OpsKv,
+    snap: &Snapshot,
+    record: &FailoverRecord,
+) -> Result<(), Status> {
+    if let Some((pending, _)) = snap.pending() {
+        return Err(Status::failed_precondition(format!(
+            "{} is already pending: cancel it first (pgkeelctl cancel switchover) or wait for it",
+            describe(&pending)
         )));
     }
-    Ok(Some(humantime::format_rfc3339_seconds(t).to_string()))
+    let expect = match snap.kv.get(keys::FAILOVER) {
+        Some(kv) => Expect::ModRevision(kv.mod_revision),
+        None => Expect::Absent,
+    };
+    kv.put(keys::FAILOVER, keys::encode(record), expect)
+        .await
+        .map_err(unavailable)?
+        .map_err(|_| {
+            Status::aborted(
+                "another switchover or failover was asked for at the same moment: see pgkeelctl list and retry",
+            )
+        })?;
+    tracing::info!(id = %record.id, "{} stored", describe(record));
+    Ok(())
+}
+
+/// Waits until request `id` is done or failed, `wait` passes, or the
+/// request is cancelled or replaced.
+async fn outcome(kv: &dyn OpsKv, id: &str, wait: Duration) -> Result<pb::SwitchoverReply, Status> {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let kvs = kv.range("").await.map_err(unavailable)?;
+        let value = |key: &str| {
+            kvs.iter()
+                .find(|kv| kv.key == key)
+                .map(|kv| kv.value.clone())
+        };
+        let record = value(keys::FAILOVER)
+            .and_then(|v| keys::decode::<FailoverRecord>(keys::FAILOVER, &v).ok())
+            .filter(|r| r.id == id);
+        match record {
+            None => {
+                return Err(Status::aborted(format!(
+                    "request {id} was cancelled or replaced before it happened"
+                )))
+            }
+            Some(r) if r.state == op_state::DONE => {
+                return Ok(pb::SwitchoverReply {
+                    operation_id: id.to_string(),
+                    scheduled: false,
+                    message: r.message,
+                    new_primary: value(keys::LEADER).unwrap_or_default(),
+                });
+            }
+            Some(r) if r.state == op_state::FAILED => {
+                return Err(Status::failed_precondition(r.message));
+            }
+            Some(_) => {}
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(Status::deadline_exceeded(format!(
+                "request {id} has not finished yet; it goes on: follow it with pgkeelctl watch {id}"
+            )));
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+fn refuse_paused(snap: &Snapshot) -> Result<(), Status> {
+    if snap.config().pause {
+        return Err(Status::failed_precondition(
+            "the cluster is paused (maintenance mode): run pgkeelctl resume first",
+        ));
+    }
+    Ok(())
+}
+
+fn requested_now() -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+}
+
+/// A switchover as asked (`leader`, `candidate`, `scheduled_at` may be
+/// empty): validated, stored, and (unless scheduled) waited for, at most
+/// `wait`. The admin service and the REST API both call this.
+pub async fn switchover(
+    kv: &dyn OpsKv,
+    req: pb::SwitchoverRequest,
+    wait: Duration,
+) -> Result<pb::SwitchoverReply, Status> {
+    let scheduled_at = check_schedule(&req.scheduled_at, SystemTime::now())?;
+    let snap = snapshot(kv).await?;
+    refuse_paused(&snap)?;
+    let holder = snap.holder().map(str::to_string).ok_or_else(|| {
+        Status::failed_precondition(
+            "no member holds the leader key, so there is no one to switch over from: use pgkeelctl failover --candidate NAME",
+        )
+    })?;
+    if !req.leader.is_empty() && req.leader != holder {
+        return Err(Status::failed_precondition(format!(
+            "{} is not the leader; {holder} is",
+            req.leader
+        )));
+    }
+    let candidate = (!req.candidate.is_empty()).then_some(req.candidate);
+    match candidate.as_deref() {
+        Some(c) => snap.check_candidate(c)?,
+        None => {
+            let any = snap
+                .view
+                .members
+                .keys()
+                .any(|m| *m != holder && snap.check_candidate(m).is_ok());
+            if !any {
+                return Err(Status::failed_precondition(
+                    "no healthy standby to switch over to: see pgkeelctl list",
+                ));
+            }
+        }
+    }
+    let record = FailoverRecord {
+        id: keys::new_operation_id("switchover"),
+        kind: "switchover".into(),
+        leader: Some(holder),
+        candidate,
+        scheduled_at,
+        requested_at: requested_now(),
+        state: op_state::PENDING.into(),
+        message: String::new(),
+    };
+    store_request(kv, &snap, &record).await?;
+    if record.scheduled_at.is_some() {
+        return Ok(pb::SwitchoverReply {
+            operation_id: record.id.clone(),
+            scheduled: true,
+            message: format!("{} is scheduled", describe(&record)),
+            new_primary: String::new(),
+        });
+    }
+    outcome(kv, &record.id, wait).await
+}
+
+/// A failover to `candidate`, validated, stored and waited for.
+pub async fn failover(
+    kv: &dyn OpsKv,
+    candidate: String,
+    wait: Duration,
+) -> Result<pb::SwitchoverReply, Status> {
+    if candidate.is_empty() {
+        return Err(Status::invalid_argument(
+            "a failover needs a candidate: pass --candidate NAME (or use switchover)",
+        ));
+    }
+    let snap = snapshot(kv).await?;
+    refuse_paused(&snap)?;
+    snap.check_candidate(&candidate)?;
+    let record = FailoverRecord {
+        id: keys::new_operation_id("failover"),
+        kind: "failover".into(),
+        leader: None,
+        candidate: Some(candidate),
+        scheduled_at: None,
+        requested_at: requested_now(),
+        state: op_state::PENDING.into(),
+        message: String::new(),
+    };
+    store_request(kv, &snap, &record).await?;
+    outcome(kv, &record.id, wait).await
+}
+
+/// Sets the config's `pause` flag (compare-and-set on the config key);
+/// with `wait_members`, waits (at most `wait`) for every data member to
+/// report it.
+pub async fn set_pause(
+    kv: &dyn OpsKv,
+    on: bool,
+    wait_members: bool,
+    wait: Duration,
+) -> Result<pb::PauseReply, Status> {
+    let kvs = kv.range(keys::CONFIG).await.map_err(unavailable)?;
+    let current = kvs
+        .into_iter()
+        .find(|kv| kv.key == keys::CONFIG)
+        .ok_or_else(|| {
+            Status::failed_precondition("no dynamic config yet: the cluster has not bootstrapped")
+        })?;
+    let mut doc: serde_json::Value = serde_json::from_str(&current.value)
+        .map_err(|e| Status::data_loss(format!("the stored config is not JSON: {e}")))?;
+    let Some(map) = doc.as_object_mut() else {
+        return Err(Status::data_loss("the stored config is not a JSON object"));
+    };
+    let already = map.get("pause").and_then(|v| v.as_bool()).unwrap_or(false) == on;
+    if !already {
+        if on {
+            map.insert("pause".into(), serde_json::Value::Bool(true));
+        } else {
+            map.remove("pause");
+        }
+        kv.put(
+            keys::CONFIG,
+            doc.to_string(),
+            Expect::ModRevision(current.mod_revision),
+        )
+        .await
+        .map_err(unavailable)?
+        .map_err(|_| Status::aborted("the config changed meanwhile; retry"))?;
+        tracing::info!("maintenance mode {}", if on { "on" } else { "off" });
+    }
+    if wait_members {
+        await_members_paused(kv, on, wait).await?;
+    }
+    Ok(pb::PauseReply { paused: on })
+}
+
+/// Polls the member keys until every one reports `pause == on`.
+async fn await_members_paused(kv: &dyn OpsKv, on: bool, wait: Duration) -> Result<(), Status> {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let kvs = kv.range(keys::MEMBERS).await.map_err(unavailable)?;
+        let lagging: Vec<String> = super::member_records(&kvs)
+            .into_iter()
+            .filter(|r| r.pause != on)
+            .map(|r| r.name)
+            .collect();
+        if lagging.is_empty() {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(Status::deadline_exceeded(format!(
+                "the flag is stored, but {} do not report it yet",
+                lagging.join(", ")
+            )));
+        }
+        tokio::time::sleep(POLL * 2).await;
+    }
 }
 
 impl AdminService {
-    async fn snapshot(&self) -> Result<Snapshot, Status> {
-        let kvs = self.read("").await?;
-        let kv: BTreeMap<String, KeyValue> =
-            kvs.into_iter().map(|kv| (kv.key.clone(), kv)).collect();
-        let config = dynamic_config(&kv)
-            .map(|dcs| ha_config(&dcs, &HaConfig::default()))
-            .unwrap_or_default();
-        let view = cluster_view(&kv, 0, &config, SystemTime::now());
-        Ok(Snapshot { kv, view })
-    }
-
-    /// Stores `record` unless another request is pending.
-    async fn store_request(&self, snap: &Snapshot, record: &FailoverRecord) -> Result<(), Status> {
-        if let Some((pending, _)) = snap.pending() {
-            return Err(Status::failed_precondition(format!(
-                "{} is already pending: cancel it first (pgkeelctl cancel switchover) or wait for it",
-                describe(&pending)
-            )));
-        }
-        let expect = match snap.kv.get(keys::FAILOVER) {
-            Some(kv) => Expect::ModRevision(kv.mod_revision),
-            None => Expect::Absent,
-        };
-        self.store
-            .put(keys::FAILOVER, &keys::encode(record), None, expect)
-            .await
-            .map_err(store_status)?
-            .map_err(|_| {
-                Status::aborted(
-                    "another switchover or failover was asked for at the same moment: see pgkeelctl list and retry",
-                )
-            })?;
-        tracing::info!(id = %record.id, "{} stored", describe(record));
-        Ok(())
-    }
-
-    /// Waits until request `id` is done or failed, the client's deadline,
-    /// or the request is cancelled or replaced.
-    async fn outcome(&self, id: &str, wait: Duration) -> Result<pb::SwitchoverReply, Status> {
-        let mut watch = self.store.watch(keys::FAILOVER);
-        let mut current = watch
-            .initial
-            .iter()
-            .find(|kv| kv.key == keys::FAILOVER)
-            .map(|kv| kv.value.clone());
-        let deadline = tokio::time::Instant::now() + wait;
-        // This node's copy may not have applied our write yet: only a
-        // request seen and then gone was cancelled.
-        let mut seen = false;
-        loop {
-            let record = current
-                .as_deref()
-                .and_then(|v| keys::decode::<FailoverRecord>(keys::FAILOVER, v).ok())
-                .filter(|r| r.id == id);
-            seen |= record.is_some();
-            match record {
-                None if !seen => {}
-                None => {
-                    return Err(Status::aborted(format!(
-                        "request {id} was cancelled or replaced before it happened"
-                    )))
-                }
-                Some(r) if r.state == keys::OP_DONE => {
-                    let kv = self.read_key(keys::LEADER).await?;
-                    return Ok(pb::SwitchoverReply {
-                        operation_id: id.to_string(),
-                        scheduled: false,
-                        message: r.message,
-                        new_primary: kv.map(|kv| kv.value).unwrap_or_default(),
-                    });
-                }
-                Some(r) if r.state == keys::OP_FAILED => {
-                    return Err(Status::failed_precondition(r.message));
-                }
-                Some(_) => {}
-            }
-            let event = tokio::time::timeout_at(deadline, watch.events.recv()).await;
-            match event {
-                Err(_) => {
-                    return Err(Status::deadline_exceeded(format!(
-                    "request {id} has not finished yet; it goes on: follow it with pgkeelctl list"
-                )))
-                }
-                Ok(None) => return Err(Status::unavailable("this node is shutting down")),
-                Ok(Some(ev)) => {
-                    use crate::consensus::kv::WatchEvent;
-                    match ev {
-                        WatchEvent::Put { kv, .. } if kv.key == keys::FAILOVER => {
-                            current = Some(kv.value)
-                        }
-                        WatchEvent::Delete { key, .. } if key == keys::FAILOVER => current = None,
-                        WatchEvent::Reset { kvs, .. } => {
-                            current = kvs
-                                .into_iter()
-                                .find(|kv| kv.key == keys::FAILOVER)
-                                .map(|kv| kv.value)
-                        }
-                        _ => {}
-                    }
-                }
-            }
-        }
-    }
-
-    fn refuse_paused(snap: &Snapshot) -> Result<(), Status> {
-        if snap.config().pause {
-            return Err(Status::failed_precondition(
-                "the cluster is paused (maintenance mode): run pgkeelctl resume first",
-            ));
-        }
-        Ok(())
-    }
-
     pub(super) async fn do_switchover(
         &self,
         req: Request<pb::SwitchoverRequest>,
     ) -> Result<Response<pb::SwitchoverReply>, Status> {
         self.authorize(&req)?;
         let wait = client_deadline(req.metadata());
-        let req = req.into_inner();
-        let scheduled_at = parse_schedule(&req.scheduled_at)?;
-        let snap = self.snapshot().await?;
-        Self::refuse_paused(&snap)?;
-        let holder = snap.holder().map(str::to_string).ok_or_else(|| {
-            Status::failed_precondition(
-                "no member holds the leader key, so there is no one to switch over from: use pgkeelctl failover --candidate NAME",
-            )
-        })?;
-        if !req.leader.is_empty() && req.leader != holder {
-            return Err(Status::failed_precondition(format!(
-                "{} is not the leader; {holder} is",
-                req.leader
-            )));
-        }
-        let candidate = (!req.candidate.is_empty()).then_some(req.candidate);
-        match candidate.as_deref() {
-            Some(c) => snap.check_candidate(c)?,
-            None => {
-                let any = snap
-                    .view
-                    .members
-                    .keys()
-                    .any(|m| *m != holder && snap.check_candidate(m).is_ok());
-                if !any {
-                    return Err(Status::failed_precondition(
-                        "no healthy standby to switch over to: see pgkeelctl list",
-                    ));
-                }
-            }
-        }
-        let record = FailoverRecord {
-            id: operation_id("switchover"),
-            kind: "switchover".into(),
-            leader: Some(holder),
-            candidate,
-            scheduled_at,
-            requested_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
-            state: keys::OP_PENDING.into(),
-            message: String::new(),
-        };
-        self.store_request(&snap, &record).await?;
-        if record.scheduled_at.is_some() {
-            return Ok(Response::new(pb::SwitchoverReply {
-                operation_id: record.id.clone(),
-                scheduled: true,
-                message: format!("{} is scheduled", describe(&record)),
-                new_primary: String::new(),
-            }));
-        }
-        self.outcome(&record.id, wait).await.map(Response::new)
+        switchover(&self.store, req.into_inner(), wait)
+            .await
+            .map(Response::new)
     }
 
     pub(super) async fn do_failover(
@@ -328,93 +391,21 @@ impl AdminService {
     ) -> Result<Response<pb::SwitchoverReply>, Status> {
         self.authorize(&req)?;
         let wait = client_deadline(req.metadata());
-        let candidate = req.into_inner().candidate;
-        if candidate.is_empty() {
-            return Err(Status::invalid_argument(
-                "a failover needs a candidate: pass --candidate NAME (or use switchover)",
-            ));
-        }
-        let snap = self.snapshot().await?;
-        Self::refuse_paused(&snap)?;
-        snap.check_candidate(&candidate)?;
-        let record = FailoverRecord {
-            id: operation_id("failover"),
-            kind: "failover".into(),
-            leader: None,
-            candidate: Some(candidate),
-            scheduled_at: None,
-            requested_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
-            state: keys::OP_PENDING.into(),
-            message: String::new(),
-        };
-        self.store_request(&snap, &record).await?;
-        self.outcome(&record.id, wait).await.map(Response::new)
+        failover(&self.store, req.into_inner().candidate, wait)
+            .await
+            .map(Response::new)
     }
 
-    /// Sets the config's `pause` flag (compare-and-set on the config key),
-    /// then with `wait` waits for every data member to report it.
-    pub(super) async fn set_pause(
+    pub(super) async fn do_pause(
         &self,
         req: Request<pb::PauseRequest>,
         on: bool,
     ) -> Result<Response<pb::PauseReply>, Status> {
         self.authorize(&req)?;
         let wait = client_deadline(req.metadata());
-        let want_wait = req.into_inner().wait;
-        let kv = self.read_key(keys::CONFIG).await?.ok_or_else(|| {
-            Status::failed_precondition("no dynamic config yet: the cluster has not bootstrapped")
-        })?;
-        let mut doc: serde_json::Value = serde_json::from_str(&kv.value)
-            .map_err(|e| Status::data_loss(format!("the stored config is not JSON: {e}")))?;
-        let Some(map) = doc.as_object_mut() else {
-            return Err(Status::data_loss("the stored config is not a JSON object"));
-        };
-        let already = map.get("pause").and_then(|v| v.as_bool()).unwrap_or(false) == on;
-        if !already {
-            if on {
-                map.insert("pause".into(), serde_json::Value::Bool(true));
-            } else {
-                map.remove("pause");
-            }
-            self.store
-                .put(
-                    keys::CONFIG,
-                    &doc.to_string(),
-                    None,
-                    Expect::ModRevision(kv.mod_revision),
-                )
-                .await
-                .map_err(store_status)?
-                .map_err(|_| Status::aborted("the config changed meanwhile; retry"))?;
-            tracing::info!("maintenance mode {}", if on { "on" } else { "off" });
-        }
-        if want_wait {
-            self.await_members_paused(on, wait).await?;
-        }
-        Ok(Response::new(pb::PauseReply { paused: on }))
-    }
-
-    /// Polls the member keys until every one reports `pause == on`.
-    async fn await_members_paused(&self, on: bool, wait: Duration) -> Result<(), Status> {
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            let kvs = self.read(keys::MEMBERS).await?;
-            let lagging: Vec<String> = super::member_records(&kvs)
-                .into_iter()
-                .filter(|r| r.pause != on)
-                .map(|r| r.name)
-                .collect();
-            if lagging.is_empty() {
-                return Ok(());
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(Status::deadline_exceeded(format!(
-                    "the flag is stored, but {} do not report it yet",
-                    lagging.join(", ")
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        set_pause(&self.store, on, req.into_inner().wait, wait)
+            .await
+            .map(Response::new)
     }
 }
 
@@ -435,26 +426,6 @@ mod tests {
     }
 
     #[test]
-    fn schedules_must_be_future_rfc3339_times() {
-        assert_eq!(parse_schedule("").unwrap(), None);
-        let bad = parse_schedule("tomorrow").unwrap_err();
-        assert_eq!(bad.code(), tonic::Code::InvalidArgument);
-        assert!(bad.message().contains("RFC 3339"), "{}", bad.message());
-        let past = parse_schedule("2020-01-01T00:00:00Z").unwrap_err();
-        assert!(past.message().contains("in the past"), "{}", past.message());
-        let later = SystemTime::now() + Duration::from_secs(3600);
-        let text = humantime::format_rfc3339_seconds(later).to_string();
-        assert_eq!(parse_schedule(&text).unwrap(), Some(text));
-    }
-
-    #[test]
-    fn operation_ids_differ_and_name_their_kind() {
-        let (a, b) = (operation_id("switchover"), operation_id("switchover"));
-        assert!(a.starts_with("switchover-"));
-        assert_ne!(a, b);
-    }
-
-    #[test]
     fn a_pending_request_reads_as_one_line() {
         let r = FailoverRecord {
             id: "switchover-1".into(),
@@ -462,7 +433,7 @@ mod tests {
             leader: Some("node1".into()),
             candidate: None,
             scheduled_at: Some("2026-11-22T03:00:00Z".into()),
-            state: keys::OP_PENDING.into(),
+            state: op_state::PENDING.into(),
             ..Default::default()
         };
         assert_eq!(

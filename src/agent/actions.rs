@@ -116,9 +116,65 @@ pub async fn run_store(store: &Store, spec: &AgentSpec, action: Action) -> Event
                 .map(|_| Reply::Done)
                 .map_err(|e| e.to_string())
         }
+        Action::ReportOperation {
+            id,
+            outcome,
+            message,
+        } => report_operation(store, &spec.name, &id, outcome, message).await,
         other => Err(format!("{other:?} is not a store action")),
     };
     done(kind, result)
+}
+
+/// Records an operation's progress in `operations/<me>`, only while the
+/// record still holds `id` (compare-and-set on its revision). `Lost` when
+/// it does not: cancelled or replaced.
+async fn report_operation(
+    store: &Store,
+    me: &str,
+    id: &str,
+    outcome: hv::OpOutcome,
+    message: String,
+) -> Result<Reply, String> {
+    let key = keys::operation_key(me);
+    let Some(current) = store
+        .get(&key, crate::store::Consistency::Linearizable)
+        .await
+        .map_err(|e| e.to_string())?
+    else {
+        return Ok(Reply::Lost);
+    };
+    let mut rec: keys::OperationRecord = keys::decode(&current.key, &current.value)?;
+    if rec.id != id {
+        return Ok(Reply::Lost);
+    }
+    rec.state = match outcome {
+        hv::OpOutcome::Running => keys::op_state::RUNNING,
+        hv::OpOutcome::Done => keys::op_state::DONE,
+        hv::OpOutcome::Failed | hv::OpOutcome::Refused => keys::op_state::FAILED,
+    }
+    .to_string();
+    rec.refused = outcome == hv::OpOutcome::Refused;
+    match outcome {
+        hv::OpOutcome::Running => {
+            tracing::info!(id, kind = %rec.kind, "operation started: {message}")
+        }
+        _ => tracing::info!(id, kind = %rec.kind, state = %rec.state, "operation ended: {message}"),
+    }
+    rec.message = message;
+    match store
+        .put(
+            &key,
+            &keys::encode(&rec),
+            None,
+            Expect::ModRevision(current.mod_revision),
+        )
+        .await
+    {
+        Ok(Ok(_)) => Ok(Reply::Done),
+        Ok(Err(_)) => Err("the operation's record changed meanwhile; reporting again".into()),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 async fn set_sysid(store: &Store, spec: &AgentSpec, sysid: u64) -> Result<Reply, String> {
@@ -311,6 +367,16 @@ pub async fn run_pg<P: Postgres>(
             }
             .await
         }
+        Action::Reload => {
+            async {
+                pg.set_cluster_parameters(spec.start.cluster_parameters.clone())
+                    .await
+                    .map_err(pg_err)?;
+                pg.reload().await.map_err(pg_err)?;
+                Ok(Reply::Done)
+            }
+            .await
+        }
         Action::CreateSlot { name } => pg
             .create_slot(&name)
             .await
@@ -419,7 +485,12 @@ pub async fn finish_failover(
     if record.id != id || !record.is_pending() {
         return Ok(());
     }
-    record.state = if ok { keys::OP_DONE } else { keys::OP_FAILED }.to_string();
+    record.state = if ok {
+        keys::op_state::DONE
+    } else {
+        keys::op_state::FAILED
+    }
+    .to_string();
     record.message = message.to_string();
     let value = keys::encode(&record);
     match store

@@ -129,11 +129,14 @@ pub async fn run<P: Postgres + 'static>(
     if let Some(updated) = with_dynamic_config(&spec, &kv) {
         spec = updated;
     }
-    let mut pending = vec![Event::StoreChanged(view::cluster_view(
+    // A scheduled operation for this node falls due at this wall-clock
+    // time: the view is built again then.
+    let mut op_due_at: Option<SystemTime> = None;
+    let mut pending = vec![Event::StoreChanged(build_view(
         &kv,
         revision,
-        &spec.ha,
-        SystemTime::now(),
+        &spec,
+        &mut op_due_at,
     ))];
     loop {
         for event in pending.drain(..) {
@@ -163,17 +166,16 @@ pub async fn run<P: Postgres + 'static>(
             }
         }
         let now = clock.now();
-        // A scheduled switchover is shown to the core once its wall-clock
-        // time has come: wake for it.
-        let scheduled = view::failover_request(&kv)
-            .and_then(|(_, at)| at)
-            .and_then(|at| at.duration_since(SystemTime::now()).ok());
+        let op_wait = op_due_at.map(|t| {
+            t.duration_since(SystemTime::now())
+                .unwrap_or(Duration::ZERO)
+        });
         let wake = ha
             .next_wakeup(now)
             .map(|w| w.saturating_since(now))
             .unwrap_or(spec.ha.loop_wait)
             .min(spec.ha.loop_wait)
-            .min(scheduled.unwrap_or(Duration::MAX));
+            .min(op_wait.unwrap_or(Duration::MAX));
         tokio::select! {
             ev = watch.events.recv() => {
                 let Some(ev) = ev else { return Some("the store watch closed".into()) };
@@ -184,7 +186,7 @@ pub async fn run<P: Postgres + 'static>(
                 if let Some(updated) = with_dynamic_config(&spec, &kv) {
                     spec = updated;
                 }
-                pending.push(Event::StoreChanged(view::cluster_view(&kv, revision, &spec.ha, SystemTime::now())));
+                pending.push(Event::StoreChanged(build_view(&kv, revision, &spec, &mut op_due_at)));
             }
             Some(ev) = rx.recv() => {
                 if let Event::ActionDone(ActionDone { kind, .. }) = &ev {
@@ -198,9 +200,8 @@ pub async fn run<P: Postgres + 'static>(
                 pending.push(ev);
             }
             _ = tokio::time::sleep(wake) => {
-                if scheduled.is_some() {
-                    let view = view::cluster_view(&kv, revision, &spec.ha, SystemTime::now());
-                    pending.push(Event::StoreChanged(view));
+                if op_due_at.is_some_and(|t| t <= SystemTime::now()) {
+                    pending.push(Event::StoreChanged(build_view(&kv, revision, &spec, &mut op_due_at)));
                 }
                 pending.push(Event::Tick);
             }
@@ -213,6 +214,30 @@ pub async fn run<P: Postgres + 'static>(
             }
         }
     }
+}
+
+/// The core's view of the store, with this node's operation once it is
+/// due by this node's wall clock; `due_at` is set to when a scheduled one
+/// falls due.
+fn build_view(
+    kv: &BTreeMap<String, KeyValue>,
+    revision: u64,
+    spec: &AgentSpec,
+    due_at: &mut Option<SystemTime>,
+) -> crate::ha::ClusterView {
+    let now = SystemTime::now();
+    let mut v = view::cluster_view(kv, revision, &spec.ha, now);
+    // A scheduled switchover is shown to the core as due once its time
+    // has come (`cluster_view` compares): wake for that too.
+    *due_at = view::failover_request(kv)
+        .and_then(|(_, at)| at)
+        .filter(|at| *at > now);
+    match view::operation_due(kv, &spec.name, now) {
+        view::OperationDue::Now(op) => v.operation = Some(op),
+        view::OperationDue::At(t) => *due_at = Some(due_at.map_or(t, |f| f.min(t))),
+        view::OperationDue::None => {}
+    }
+    v
 }
 
 /// Tells the fencing thread until when PostgreSQL may accept writes: the
@@ -321,6 +346,7 @@ fn is_store_action(a: &Action) -> bool {
             | Action::ReleaseLeader { .. }
             | Action::PublishMember { .. }
             | Action::PublishStatus(_)
+            | Action::ReportOperation { .. }
     )
 }
 

@@ -4,6 +4,7 @@
 //! 2 usage.
 
 mod member;
+mod ops;
 mod output;
 mod switchover;
 
@@ -63,7 +64,11 @@ pub enum DsnRole {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Every member: role, state, timeline, lag (like `patronictl list`).
-    List,
+    List {
+        /// Redraw every SECONDS until Ctrl-C.
+        #[arg(short = 'w', long = "watch", value_name = "SECONDS")]
+        watch: Option<f64>,
+    },
     /// The dynamic cluster configuration (YAML unless --format json).
     ShowConfig,
     /// Every timeline switch: timeline, fork LSN, reason, time, new leader.
@@ -127,6 +132,45 @@ pub enum Command {
         #[command(subcommand)]
         command: member::MemberCommand,
     },
+    // ---- member operations (issue 6) ----
+    /// Restart PostgreSQL on a member, or on every member one at a time.
+    Restart(ops::RestartArgs),
+    /// Reload PostgreSQL's settings on a member, or on every member.
+    Reload(ops::ReloadArgs),
+    /// Clone a replica again from the leader (its old data directory is
+    /// moved aside, never deleted).
+    Reinit(ops::ReinitArgs),
+    /// Cancel a scheduled restart or switchover.
+    Cancel {
+        #[command(subcommand)]
+        what: ops::CancelCommand,
+    },
+    /// Follow an operation by id until it ends.
+    Watch(ops::WatchArgs),
+    /// The leader, the replicas streaming from it, and the witness.
+    Topology {
+        /// Redraw every SECONDS until Ctrl-C.
+        #[arg(short = 'w', long = "watch", value_name = "SECONDS")]
+        watch: Option<f64>,
+    },
+}
+
+impl Command {
+    /// How long the call may take beyond the usual `--timeout`: the
+    /// operations wait for their outcome.
+    fn waits(&self) -> Duration {
+        match self {
+            Command::Restart(a) => a.wait,
+            Command::Reload(a) => a.wait,
+            Command::Reinit(a) => a.wait,
+            Command::Watch(a) => a.wait,
+            Command::Switchover { .. }
+            | Command::Failover { .. }
+            | Command::Pause { wait: true }
+            | Command::Resume { wait: true } => switchover::LONG_CALL,
+            _ => Duration::ZERO,
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -217,19 +261,11 @@ fn authorized<T>(msg: T, secret: &Option<String>) -> Result<Request<T>, CtlError
 /// Runs one command and returns what to print on stdout.
 pub async fn run(cli: Cli) -> Result<String, CtlError> {
     let (endpoint, secret) = cli.resolve()?;
-    // Calls that wait for the cluster get at least LONG_CALL; the
+    // Calls that wait for the cluster get longer than `--timeout`: the
     // channel's bound would otherwise cut them short.
-    let waits = matches!(
-        cli.command,
-        Command::Switchover { .. }
-            | Command::Failover { .. }
-            | Command::Pause { wait: true }
-            | Command::Resume { wait: true }
-    );
     let call_timeout = match &cli.command {
         Command::Member { command } => command.timeout(cli.timeout),
-        _ if waits => cli.timeout.max(switchover::LONG_CALL),
-        _ => cli.timeout,
+        other => cli.timeout + other.waits(),
     };
     let channel = Endpoint::from_shared(format!("http://{endpoint}"))
         .map_err(|e| CtlError(format!("--endpoint {endpoint:?} is not HOST:PORT: {e}")))?
@@ -260,7 +296,28 @@ pub async fn run(cli: Cli) -> Result<String, CtlError> {
         Command::Failover { candidate, force } => call.failover(candidate, force).await,
         Command::Pause { wait } => call.pause(true, wait).await,
         Command::Resume { wait } => call.pause(false, wait).await,
-        Command::List => {
+        Command::List { watch: Some(every) } => {
+            ops::list_watch(&mut client, &endpoint, every, cli.format, false).await
+        }
+        Command::Topology { watch: Some(every) } => {
+            ops::list_watch(&mut client, &endpoint, every, cli.format, true).await
+        }
+        Command::Topology { watch: None } => {
+            let reply = client
+                .list_members(pb::ListMembersRequest {})
+                .await
+                .map_err(|s| status_error(&endpoint, s))?
+                .into_inner();
+            Ok(ops::topology(&reply, cli.format))
+        }
+        Command::Restart(a) => ops::restart(&mut client, &endpoint, &secret, a, cli.format).await,
+        Command::Reload(a) => ops::reload(&mut client, &endpoint, &secret, a, cli.format).await,
+        Command::Reinit(a) => ops::reinit(&mut client, &endpoint, &secret, a, cli.format).await,
+        Command::Cancel { what } => {
+            ops::cancel(&mut client, &endpoint, &secret, what, cli.format).await
+        }
+        Command::Watch(a) => ops::watch(&mut client, &endpoint, a, cli.format).await,
+        Command::List { watch: None } => {
             let reply = client
                 .list_members(pb::ListMembersRequest {})
                 .await

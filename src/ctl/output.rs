@@ -13,7 +13,7 @@ fn format_lsn(lsn: u64) -> String {
 }
 
 /// A document as JSON (one line) or YAML.
-fn render(doc: Value, format: Format) -> String {
+pub(super) fn render(doc: Value, format: Format) -> String {
     match format {
         Format::Yaml => match serde_norway::to_string(&doc) {
             Ok(y) => y.trim_end().to_string(),
@@ -24,7 +24,7 @@ fn render(doc: Value, format: Format) -> String {
     }
 }
 
-fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+pub(super) fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in rows {
         for (i, cell) in row.iter().enumerate() {
@@ -216,6 +216,25 @@ pub fn revision(revision: u64, format: Format) -> String {
     }
 }
 
+/// Name (after `prefix`), host, role, state and timeline: the first
+/// columns of `list` and `topology`.
+pub(super) fn member_cells(prefix: &str, m: &pb::MemberStatus) -> Vec<String> {
+    let or_dash = |s: String| {
+        if s.is_empty() || s == "0" {
+            "-".into()
+        } else {
+            s
+        }
+    };
+    vec![
+        format!("{prefix}{}", m.name),
+        or_dash(m.host.clone()),
+        m.role.clone(),
+        m.state.clone(),
+        or_dash(m.timeline.to_string()),
+    ]
+}
+
 pub fn list(r: &pb::ListMembersReply, format: Format) -> String {
     match format {
         Format::Json | Format::Yaml => render(
@@ -243,20 +262,8 @@ pub fn list(r: &pb::ListMembersReply, format: Format) -> String {
                 .members
                 .iter()
                 .map(|m| {
-                    vec![
-                        m.name.clone(),
-                        if m.host.is_empty() {
-                            "-".into()
-                        } else {
-                            m.host.clone()
-                        },
-                        m.role.clone(),
-                        m.state.clone(),
-                        if m.timeline == 0 {
-                            "-".into()
-                        } else {
-                            m.timeline.to_string()
-                        },
+                    let mut cells = member_cells("", m);
+                    cells.extend([
                         m.lag_bytes
                             .map_or("-".into(), |b| format!("{:.1}", b as f64 / 1_048_576.0)),
                         if m.pending_restart {
@@ -264,7 +271,8 @@ pub fn list(r: &pb::ListMembersReply, format: Format) -> String {
                         } else {
                             String::new()
                         },
-                    ]
+                    ]);
+                    cells
                 })
                 .collect();
             let mut notes = String::new();

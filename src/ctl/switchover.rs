@@ -69,7 +69,7 @@ pub struct Call<'a> {
 impl Call<'_> {
     fn request<T>(&self, msg: T) -> Result<tonic::Request<T>, CtlError> {
         let mut req = authorized(msg, self.secret)?;
-        req.set_timeout(self.timeout.max(LONG_CALL));
+        req.set_timeout(self.timeout + LONG_CALL);
         Ok(req)
     }
 

@@ -121,6 +121,19 @@ pub enum Action {
         timeout: Duration,
     },
 
+    /// Record the progress of operation `id` in `operations/<own name>`:
+    /// a compare-and-set on the record's revision after checking it still
+    /// holds `id` (a cancelled or replaced request is never reported on).
+    /// Answer: `Done`, or `Lost` when the record no longer holds `id`.
+    ReportOperation {
+        /// The operation's id.
+        id: String,
+        /// Where it stands.
+        outcome: OpOutcome,
+        /// One sentence for the operator.
+        message: String,
+    },
+
     // ---- PostgreSQL lane -----------------------------------------------
     /// Probe the local PostgreSQL (process, data directory, SQL state,
     /// pg_controldata when stopped). Answer: `Event::PgProbed`, or a
@@ -179,6 +192,9 @@ pub enum Action {
         /// This node's slot name.
         slot: String,
     },
+    /// Rewrite pgkeel's settings file with the dynamic config in force,
+    /// then reload the running server. Answer: `Done`.
+    Reload,
     /// `pg_create_physical_replication_slot(name, true)`. Answer: `Done`.
     CreateSlot {
         /// A sanitized slot name.
@@ -234,6 +250,19 @@ pub enum StartAs {
     },
 }
 
+/// Where an operation stands, as [`Action::ReportOperation`] records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpOutcome {
+    /// Started.
+    Running,
+    /// Finished, or nothing to do (the message says which).
+    Done,
+    /// Failed while carrying it out.
+    Failed,
+    /// Refused before anything was done (a precondition).
+    Refused,
+}
+
 /// How to stop PostgreSQL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StopMode {
@@ -258,6 +287,7 @@ pub enum ActionKind {
     PublishStatus,
     RecordHistory,
     FinishFailover,
+    ReportOperation,
     QueryPositions,
     Probe,
     Initdb,
@@ -269,6 +299,7 @@ pub enum ActionKind {
     Basebackup,
     ConfigureStandby,
     StopReceiving,
+    Reload,
     CreateSlot,
     DropSlot,
     Rewind,
@@ -292,6 +323,7 @@ impl ActionKind {
                 | ActionKind::Basebackup
                 | ActionKind::ConfigureStandby
                 | ActionKind::StopReceiving
+                | ActionKind::Reload
                 | ActionKind::CreateSlot
                 | ActionKind::DropSlot
                 | ActionKind::Rewind
@@ -321,6 +353,7 @@ impl Action {
             Action::PublishStatus(_) => ActionKind::PublishStatus,
             Action::RecordHistory { .. } => ActionKind::RecordHistory,
             Action::FinishFailover { .. } => ActionKind::FinishFailover,
+            Action::ReportOperation { .. } => ActionKind::ReportOperation,
             Action::QueryPositions { .. } => ActionKind::QueryPositions,
             Action::Probe => ActionKind::Probe,
             Action::Initdb => ActionKind::Initdb,
@@ -332,6 +365,7 @@ impl Action {
             Action::Basebackup { .. } => ActionKind::Basebackup,
             Action::ConfigureStandby { .. } => ActionKind::ConfigureStandby,
             Action::StopReceiving { .. } => ActionKind::StopReceiving,
+            Action::Reload => ActionKind::Reload,
             Action::CreateSlot { .. } => ActionKind::CreateSlot,
             Action::DropSlot { .. } => ActionKind::DropSlot,
             Action::Rewind { .. } => ActionKind::Rewind,

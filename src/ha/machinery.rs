@@ -366,15 +366,19 @@ fn reply_fits(kind: ActionKind, reply: Reply) -> bool {
                 | K::Basebackup
                 | K::ConfigureStandby
                 | K::StopReceiving
+                | K::Reload
+                | K::ReportOperation
                 | K::CreateSlot
                 | K::DropSlot
                 | K::Rewind
                 | K::MoveDataDirAside
                 | K::Fence
         ),
-        Reply::Won { .. } | Reply::Lost => {
-            matches!(kind, K::AcquireInitialize | K::AcquireLeader)
-        }
+        Reply::Won { .. } => matches!(kind, K::AcquireInitialize | K::AcquireLeader),
+        Reply::Lost => matches!(
+            kind,
+            K::AcquireInitialize | K::AcquireLeader | K::ReportOperation
+        ),
         Reply::Lease { .. } => matches!(kind, K::GrantLease | K::Keepalive),
         Reply::LeaseGone => matches!(
             kind,

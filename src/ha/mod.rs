@@ -90,6 +90,7 @@ mod candidate;
 mod lease;
 mod machinery;
 mod names;
+mod operations;
 mod primary;
 mod publish;
 pub mod records;
@@ -109,7 +110,7 @@ use std::time::Duration;
 use crate::clock::BootInstant;
 use crate::consensus::types::LeaseId;
 
-pub use actions::{Action, ActionDone, ActionKind, Reply, StartAs, StopMode};
+pub use actions::{Action, ActionDone, ActionKind, OpOutcome, Reply, StartAs, StopMode};
 pub use candidate::{
     failover_eligibility, standby_position, Ineligible, PolledPosition, POSITION_QUERY_TIMEOUT,
 };
@@ -121,8 +122,8 @@ pub use state::{
 pub use switchover::candidate_problem;
 pub use view::{
     ClusterView, DataDir, FailoverKind, FailoverRequest, HaConfig, InitializeKey, LeaderKey, Lsn,
-    MemberInfo, MemberRole, MemberState, MemberTags, PgState, ReplicationRow, SlotInfo, StatusKey,
-    Timeline, Upstream, HANDOVER_TIMEOUT, MEMBER_SLOTS_TTL,
+    MemberInfo, MemberRole, MemberState, MemberTags, Operation, OperationKind, PgState,
+    ReplicationRow, SlotInfo, StatusKey, Timeline, Upstream, HANDOVER_TIMEOUT, MEMBER_SLOTS_TTL,
 };
 
 /// How often a standby probes while its primary is handing over, so it
@@ -311,6 +312,9 @@ pub struct Ha {
     /// Why the handover in progress cannot go on (an unclean or failed
     /// stop); the next pass reports it and leads again.
     handover_failure: Option<String>,
+    /// The operator's operations: the one being carried out, and what is
+    /// remembered about earlier ones (see `operations`).
+    ops: operations::OpTracker,
 }
 
 impl Ha {
@@ -348,6 +352,7 @@ impl Ha {
             promoted_for: None,
             handed_over: None,
             handover_failure: None,
+            ops: operations::OpTracker::default(),
         }
     }
 
@@ -363,7 +368,12 @@ impl Ha {
             Event::StoreChanged(view) => self.view = Some(view),
             Event::PgProbed(pg) => self.on_probe(now, pg),
             Event::PositionsPolled(answers) => self.on_polled(answers),
-            Event::ActionDone(done) => self.on_done(now, done),
+            Event::ActionDone(done) => {
+                if self.inflight.contains_key(&done.kind) {
+                    self.op_observe(&done);
+                }
+                self.on_done(now, done)
+            }
             Event::Shutdown => self.shutdown = true,
         }
         let mut out = Vec::new();
@@ -477,6 +487,9 @@ impl Ha {
             self.state = State::Stopping(StoppingState::StoppingPostgres);
         }
         self.guard(now, out);
+        // Before the state's rules: a restart's own start must not look
+        // like a crashed server to them.
+        self.operation(now, out);
         // Each transition moves forward through a finite diagram; the bound
         // only guards against a future rule that bounces between two states.
         for _ in 0..8 {

@@ -7,11 +7,13 @@ use std::time::SystemTime;
 
 use super::{
     ClusterView, FailoverKind, FailoverRequest, HaConfig, InitializeKey, LeaderKey, Lsn,
-    MemberInfo, MemberRole, MemberState, MemberTags, StatusKey,
+    MemberInfo, MemberRole, MemberState, MemberTags, Operation, OperationKind, StatusKey,
 };
 use crate::config::DcsConfig;
 use crate::consensus::types::KeyValue;
-use crate::store::keys::{self, FailoverRecord, InitializeRecord, MemberRecord, StatusRecord};
+use crate::store::keys::{
+    self, op_kind, op_state, FailoverRecord, InitializeRecord, MemberRecord, StatusRecord,
+};
 
 fn role_name(r: MemberRole) -> &'static str {
     match r {
@@ -146,7 +148,7 @@ pub fn failover_request(
     if !r.is_pending() {
         return None;
     }
-    let at = match r.scheduled_at.as_deref().map(humantime::parse_rfc3339_weak) {
+    let at = match r.scheduled_at.as_deref().map(keys::parse_time) {
         None => None,
         Some(Ok(t)) => Some(t),
         Some(Err(e)) => {
@@ -220,7 +222,70 @@ pub fn cluster_view(
         status,
         config: config.clone(),
         failover,
+        operation: None,
     }
+}
+
+/// Where `operations/<me>` stands for this node's HA loop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OperationDue {
+    /// No unfinished, readable operation for this node.
+    None,
+    /// One to carry out now.
+    Now(Operation),
+    /// One scheduled for this wall-clock time: build the view again then.
+    At(std::time::SystemTime),
+}
+
+/// The operation asked of `me`, judged against this node's wall clock
+/// `wall_now` (only this node's clock decides when its own scheduled
+/// operation is due). Unreadable records are skipped with a warning.
+pub fn operation_due(
+    kv: &BTreeMap<String, KeyValue>,
+    me: &str,
+    wall_now: std::time::SystemTime,
+) -> OperationDue {
+    let Some(rec) = kv
+        .get(&keys::operation_key(me))
+        .and_then(decoded::<keys::OperationRecord>)
+    else {
+        return OperationDue::None;
+    };
+    let running = rec.state == op_state::RUNNING;
+    if !running && rec.state != op_state::PENDING {
+        return OperationDue::None;
+    }
+    let kind = match rec.kind.as_str() {
+        op_kind::RESTART => OperationKind::Restart {
+            pending_only: rec.pending_only,
+            role: match rec.role.as_str() {
+                "primary" | "leader" | "master" => Some(MemberRole::Primary),
+                "replica" => Some(MemberRole::Replica),
+                _ => None,
+            },
+        },
+        op_kind::RELOAD => OperationKind::Reload,
+        op_kind::REINITIALIZE => OperationKind::Reinitialize,
+        other => {
+            tracing::warn!("ignoring operation {} of unknown kind {other:?}", rec.id);
+            return OperationDue::None;
+        }
+    };
+    if let (false, Some(at)) = (running, rec.scheduled_at.as_deref()) {
+        match keys::parse_time(at) {
+            Ok(t) if t > wall_now => return OperationDue::At(t),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!("ignoring operation {}: {e}", rec.id);
+                return OperationDue::None;
+            }
+        }
+    }
+    OperationDue::Now(Operation {
+        id: rec.id,
+        kind,
+        running,
+    })
 }
 
 #[cfg(test)]
@@ -287,5 +352,65 @@ mod tests {
             })
         );
         assert_eq!(view.revision, 9);
+    }
+
+    #[test]
+    fn an_operation_is_passed_in_only_when_due_and_unfinished() {
+        use std::time::{Duration, SystemTime};
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let at = |secs: u64| keys::format_time(now + Duration::from_secs(secs));
+        let rec = |state: &str, scheduled: Option<String>| keys::OperationRecord {
+            id: "op1".into(),
+            member: "n1".into(),
+            kind: "restart".into(),
+            role: "replica".into(),
+            pending_only: true,
+            state: state.into(),
+            scheduled_at: scheduled,
+            ..Default::default()
+        };
+        let due = |r: keys::OperationRecord| {
+            let store: BTreeMap<_, _> = [kv("operations/n1", &keys::encode(&r), None)]
+                .into_iter()
+                .collect();
+            operation_due(&store, "n1", now)
+        };
+        let restart = Operation {
+            id: "op1".into(),
+            kind: OperationKind::Restart {
+                pending_only: true,
+                role: Some(MemberRole::Replica),
+            },
+            running: false,
+        };
+        assert_eq!(
+            due(rec("pending", None)),
+            OperationDue::Now(restart.clone())
+        );
+        assert_eq!(
+            due(rec("pending", Some(at(0)))),
+            OperationDue::Now(restart.clone())
+        );
+        assert_eq!(
+            due(rec("pending", Some(at(60)))),
+            OperationDue::At(now + Duration::from_secs(60))
+        );
+        let running = Operation {
+            running: true,
+            ..restart
+        };
+        assert_eq!(
+            due(rec("running", Some(at(60)))),
+            OperationDue::Now(running)
+        );
+        assert_eq!(due(rec("done", None)), OperationDue::None);
+        assert_eq!(due(rec("pending", Some("soon".into()))), OperationDue::None);
+        let other_kind = keys::OperationRecord {
+            kind: "explode".into(),
+            ..rec("pending", None)
+        };
+        assert_eq!(due(other_kind), OperationDue::None);
+        let empty = BTreeMap::new();
+        assert_eq!(operation_due(&empty, "n1", now), OperationDue::None);
     }
 }

@@ -48,6 +48,11 @@ pub struct ClusterView {
     pub config: HaConfig,
     /// The `failover` key, while the request in it is still pending.
     pub failover: Option<FailoverRequest>,
+    /// The operation an operator asked of this node (`operations/<name>`),
+    /// only while it is unfinished and due: the driver holds a scheduled
+    /// one back until this node's wall clock reaches its time (the core
+    /// reads no clocks), then builds a new view.
+    pub operation: Option<Operation>,
 }
 
 /// An operator's pending switchover or failover (the `failover` key).
@@ -76,6 +81,36 @@ pub enum FailoverKind {
     /// Promote the named candidate: through the holder if there is one,
     /// otherwise once the key is vacant (a live lease is never cut short).
     Failover,
+}
+
+/// A restart, reload or reinitialize asked of this node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Operation {
+    /// Its id: progress is reported under it, and a new id is a new request.
+    pub id: String,
+    /// What to do.
+    pub kind: OperationKind,
+    /// The record says `running`: this node's agent started it before (and
+    /// has since restarted, if this core did not start it).
+    pub running: bool,
+}
+
+/// What an [`Operation`] asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OperationKind {
+    /// Stop PostgreSQL (fast) and start it again in the same role.
+    Restart {
+        /// Only if PostgreSQL reports `pending_restart`.
+        pending_only: bool,
+        /// Only if this member has this role (`Primary`: holds the leader
+        /// key; `Replica`: does not).
+        role: Option<MemberRole>,
+    },
+    /// Rewrite pgkeel's settings file from the dynamic config and reload.
+    Reload,
+    /// Stop (immediate), move the data directory aside, clone it again
+    /// from the leader. Never on the leader key's holder.
+    Reinitialize,
 }
 
 /// Value of the `initialize` key.

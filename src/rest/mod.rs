@@ -20,8 +20,10 @@ mod cluster;
 mod health;
 mod metrics;
 mod node_json;
+mod operations;
 mod query;
 mod source;
+mod switchover;
 mod tls;
 mod unsafe_calls;
 
@@ -111,17 +113,17 @@ pub fn router(state: Arc<RestState>) -> Router {
         .route("/metrics", get(metrics::handler))
         .route(
             "/switchover",
-            axum::routing::post(unsafe_calls::switchover).delete(unsafe_calls::switchover),
+            axum::routing::post(switchover::switchover).delete(switchover::cancel),
         )
-        .route("/failover", axum::routing::post(unsafe_calls::failover))
+        .route("/failover", axum::routing::post(switchover::failover))
         .route(
             "/restart",
-            axum::routing::post(unsafe_calls::restart).delete(unsafe_calls::restart),
+            axum::routing::post(operations::restart).delete(operations::cancel_restart),
         )
-        .route("/reload", axum::routing::post(unsafe_calls::reload))
+        .route("/reload", axum::routing::post(operations::reload))
         .route(
             "/reinitialize",
-            axum::routing::post(unsafe_calls::reinitialize),
+            axum::routing::post(operations::reinitialize),
         )
         .with_state(state)
 }

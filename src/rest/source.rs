@@ -3,38 +3,31 @@
 
 use futures::future::BoxFuture;
 
+use crate::admin::operations::OpsKv;
 use crate::admin::{raft_facts, RaftFacts};
 use crate::consensus::types::{Expect, KeyValue};
 use crate::store::{Consistency, Store};
 
-/// What `/cluster`, `/history`, `/config` and `/metrics` read and write.
-pub trait ClusterSource: Send + Sync + 'static {
-    /// Every key under `prefix`: through the Raft leader when a quorum
-    /// answers, else this node's own copy (so a cut-off node still shows
-    /// what it last knew).
-    fn range<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<KeyValue>, String>>;
-
-    /// Writes `key` if `expect` holds; `Ok(Err(current))` is a lost
-    /// compare-and-set.
-    fn put<'a>(
-        &'a self,
-        key: &'a str,
-        value: String,
-        expect: Expect,
-    ) -> BoxFuture<'a, Result<Result<u64, Option<KeyValue>>, String>>;
-
+/// What `/cluster`, `/history`, `/config`, `/metrics` and the member
+/// operations read and write. [`OpsKv::range`] answers through the Raft
+/// leader when a quorum answers, else from this node's own copy (so a
+/// cut-off node still shows what it last knew).
+pub trait ClusterSource: OpsKv + Send + Sync + 'static {
     /// Raft metrics and every voter's answer to a probe.
     fn raft(&self) -> BoxFuture<'_, RaftFacts>;
+
+    /// Itself as the store the member operations use.
+    fn kv(&self) -> &dyn OpsKv;
 }
 
 /// The real store of this voter.
 pub struct StoreSource(pub Store);
 
-impl ClusterSource for StoreSource {
+impl OpsKv for StoreSource {
     fn range<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<KeyValue>, String>> {
         Box::pin(async move {
-            match self.0.range(prefix, Consistency::Linearizable).await {
-                Ok((_, kvs)) => Ok(kvs),
+            match OpsKv::range(&self.0, prefix).await {
+                Ok(kvs) => Ok(kvs),
                 Err(e) => {
                     tracing::debug!("REST shows this node's own copy of the store: {e}");
                     self.0
@@ -53,15 +46,24 @@ impl ClusterSource for StoreSource {
         value: String,
         expect: Expect,
     ) -> BoxFuture<'a, Result<Result<u64, Option<KeyValue>>, String>> {
-        Box::pin(async move {
-            self.0
-                .put(key, &value, None, expect)
-                .await
-                .map_err(|e| e.to_string())
-        })
+        OpsKv::put(&self.0, key, value, expect)
     }
 
+    fn delete<'a>(
+        &'a self,
+        key: &'a str,
+        expect: Expect,
+    ) -> BoxFuture<'a, Result<Result<u64, Option<KeyValue>>, String>> {
+        OpsKv::delete(&self.0, key, expect)
+    }
+}
+
+impl ClusterSource for StoreSource {
     fn raft(&self) -> BoxFuture<'_, RaftFacts> {
         Box::pin(raft_facts(&self.0))
+    }
+
+    fn kv(&self) -> &dyn OpsKv {
+        self
     }
 }

@@ -3,9 +3,8 @@
 //! Real today: `PATCH /config` (a JSON merge patch, compare-and-set on the
 //! key's revision) and `PUT /config` (a full rewrite); both validate the
 //! result like `bootstrap.dcs` before writing, and every node's agent
-//! follows the `config` key. Switchover, failover, restart, reload and
-//! reinitialize need the agent's support, which does not exist yet: they
-//! answer 503 with a sentence saying so, never a pretend success.
+//! follows the `config` key. Restart, reload and reinitialize are in
+//! `operations.rs`, switchover and failover in `switchover.rs`.
 
 use std::sync::Arc;
 
@@ -17,63 +16,11 @@ use axum::Json;
 use serde_json::Value;
 
 use super::auth::Authorized;
+use super::operations::say;
 use super::RestState;
 use crate::config::DcsConfig;
 use crate::consensus::types::Expect;
 use crate::store::keys;
-
-fn say(code: StatusCode, sentence: impl Into<String>) -> Response {
-    let mut s = sentence.into();
-    s.push('\n');
-    (code, s).into_response()
-}
-
-fn not_yet(what: &str, instead: &str) -> Response {
-    say(
-        StatusCode::SERVICE_UNAVAILABLE,
-        format!("{what} over REST is not implemented yet; {instead}"),
-    )
-}
-
-/// `POST/DELETE /switchover`.
-pub async fn switchover(_: Authorized) -> Response {
-    not_yet(
-        "switchover",
-        "stop the primary's pgkeel with SIGTERM to hand over to a replica",
-    )
-}
-
-/// `POST /failover`.
-pub async fn failover(_: Authorized) -> Response {
-    not_yet(
-        "failover",
-        "the cluster fails over on its own once the leader's lease expires",
-    )
-}
-
-/// `POST/DELETE /restart`.
-pub async fn restart(_: Authorized) -> Response {
-    not_yet(
-        "restart",
-        "restart this node's pgkeel (SIGTERM, then start it again)",
-    )
-}
-
-/// `POST /reload`.
-pub async fn reload(_: Authorized) -> Response {
-    not_yet(
-        "reload",
-        "restart this node's pgkeel to read its config file again; dynamic settings change through PATCH /config",
-    )
-}
-
-/// `POST /reinitialize`.
-pub async fn reinitialize(_: Authorized) -> Response {
-    not_yet(
-        "reinitialize",
-        "stop this replica's pgkeel, move its data directory aside and start it again to re-clone",
-    )
-}
 
 /// RFC 7386: objects merge key by key, `null` removes, anything else
 /// replaces.

@@ -25,10 +25,141 @@ pub const HISTORY: &str = "history";
 pub const INITIALIZE: &str = "initialize";
 /// A pending switchover / failover request.
 pub const FAILOVER: &str = "failover";
+/// Not lease-bound, one per member: `operations/<name>` →
+/// [`OperationRecord`], the restart / reload / reinitialize asked of it.
+pub const OPERATIONS: &str = "operations/";
 
 /// The key of a member's record.
 pub fn member_key(name: &str) -> String {
     format!("{MEMBERS}{name}")
+}
+
+/// The key of the operation asked of a member.
+pub fn operation_key(name: &str) -> String {
+    format!("{OPERATIONS}{name}")
+}
+
+/// An operation id, unique without coordination: the member it is for,
+/// the wall clock in nanoseconds, this process's id and a random part
+/// (two admin calls on two nodes in the same nanosecond still differ).
+pub fn new_operation_id(member: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let salt: u32 = rand::random();
+    format!("{member}-{nanos:x}-{:x}-{salt:08x}", std::process::id())
+}
+
+/// What an operation is.
+pub mod op_kind {
+    pub const RESTART: &str = "restart";
+    pub const RELOAD: &str = "reload";
+    pub const REINITIALIZE: &str = "reinitialize";
+}
+
+/// Where an operation (or a switchover in the `failover` key) stands.
+pub mod op_state {
+    /// Written by the admin call; the member has not started it.
+    pub const PENDING: &str = "pending";
+    /// The member has started it.
+    pub const RUNNING: &str = "running";
+    /// Finished (including "nothing to do", said in `message`).
+    pub const DONE: &str = "done";
+    /// Refused or failed; `message` says why.
+    pub const FAILED: &str = "failed";
+
+    /// Whether nothing more will happen to it.
+    pub fn is_terminal(state: &str) -> bool {
+        state == DONE || state == FAILED
+    }
+}
+
+/// The value of `operations/<member>`: at most one operation per member.
+/// Written by the admin service (compare-and-set), carried out by the
+/// member's HA loop, which reports progress in `state` and `message`
+/// (compare-and-set on the same `id`, so a replaced request is never
+/// reported on). Kept after it ends, until the member's next operation,
+/// so `pgkeelctl watch ID` can still tell how it ended.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct OperationRecord {
+    /// See [`new_operation_id`].
+    pub id: String,
+    /// The member it is for (the key names it too).
+    pub member: String,
+    /// [`op_kind`]: `restart`, `reload` or `reinitialize`.
+    pub kind: String,
+    /// Restart only if PostgreSQL reports `pending_restart`.
+    pub pending_only: bool,
+    /// Restart only if the member's role is this (`primary`, `replica`);
+    /// empty: any.
+    pub role: String,
+    /// Reinitialize: asked with `--force`.
+    pub force: bool,
+    /// RFC 3339: not before then (by the member's wall clock).
+    pub scheduled_at: Option<String>,
+    /// RFC 3339, when the admin call wrote it (for people).
+    pub requested_at: String,
+    /// [`op_state`].
+    pub state: String,
+    /// Progress or outcome, one sentence.
+    pub message: String,
+    /// Failed because the member refused it before acting (a
+    /// precondition, such as "this member is the primary").
+    pub refused: bool,
+}
+
+/// The fields every long operation's record shares, the `failover` key's
+/// switchover request included: what `Watch` reads.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct ProgressFields {
+    pub id: String,
+    pub kind: String,
+    pub state: String,
+    pub message: String,
+    pub scheduled_at: Option<String>,
+}
+
+/// Parses an RFC 3339 time (`2026-11-22T10:00:00Z`, fractions and
+/// `+hh:mm` / `-hh:mm` offsets allowed). `Err` is a sentence naming it.
+pub fn parse_time(text: &str) -> Result<std::time::SystemTime, String> {
+    let bad = || {
+        format!(
+            "{text:?} is not an RFC 3339 time; write it like 2026-11-22T10:00:00Z or 2026-11-22T11:00:00+01:00"
+        )
+    };
+    let t = text.trim();
+    // A trailing `+hh:mm` / `-hh:mm` (checked byte by byte: any input,
+    // however odd, is an error, never a panic).
+    let split = t.len().checked_sub(6).filter(|i| t.is_char_boundary(*i));
+    let offset = split.and_then(|i| {
+        let off = &t.as_bytes()[i..];
+        let digit = |k: usize| off[k].is_ascii_digit();
+        let shaped =
+            matches!(off[0], b'+' | b'-') && off[3] == b':' && [1, 2, 4, 5].into_iter().all(digit);
+        let num = |k: usize| i64::from(off[k] - b'0') * 10 + i64::from(off[k + 1] - b'0');
+        let sign = if off[0] == b'-' { -1 } else { 1 };
+        shaped.then(|| (i, sign * (num(1) * 3600 + num(4) * 60)))
+    });
+    let (base, offset_secs) = match offset {
+        Some((i, secs)) => (format!("{}Z", &t[..i]), secs),
+        None => (t.to_string(), 0),
+    };
+    let utc_as_written = humantime::parse_rfc3339(&base).map_err(|_| bad())?;
+    let shift = std::time::Duration::from_secs(offset_secs.unsigned_abs());
+    if offset_secs >= 0 {
+        utc_as_written.checked_sub(shift)
+    } else {
+        utc_as_written.checked_add(shift)
+    }
+    .ok_or_else(bad)
+}
+
+/// A time as RFC 3339 UTC, to the second.
+pub fn format_time(t: std::time::SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
 }
 
 /// What a data member publishes about itself, under its own lease.
@@ -131,21 +262,16 @@ pub struct FailoverRecord {
     pub scheduled_at: Option<String>,
     /// RFC 3339, when it was asked for (for people).
     pub requested_at: String,
-    /// `pending`, then `done` or `failed`.
+    /// [`op_state`]: `pending`, then `done` or `failed`.
     pub state: String,
     /// What happened, in one sentence.
     pub message: String,
 }
 
-/// [`FailoverRecord::state`] values.
-pub const OP_PENDING: &str = "pending";
-pub const OP_DONE: &str = "done";
-pub const OP_FAILED: &str = "failed";
-
 impl FailoverRecord {
     /// Whether the HA loops still have to act on it.
     pub fn is_pending(&self) -> bool {
-        self.state == OP_PENDING
+        self.state == op_state::PENDING
     }
 }
 
@@ -165,6 +291,34 @@ pub fn encode<T: Serialize>(record: &T) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_parse_with_offsets_and_bad_ones_are_named() {
+        let z = parse_time("2026-11-22T10:00:00Z").unwrap();
+        assert_eq!(parse_time("2026-11-22T11:30:00+01:30").unwrap(), z);
+        assert_eq!(parse_time("2026-11-22T08:00:00-02:00").unwrap(), z);
+        assert_eq!(format_time(z), "2026-11-22T10:00:00Z");
+        assert!(parse_time("2026-11-22T10:00:00.250Z").unwrap() > z);
+        let e = parse_time("tomorrow").unwrap_err();
+        assert!(e.contains("\"tomorrow\" is not an RFC 3339 time"), "{e}");
+        assert!(parse_time("2026-11-22T10:00:00+1:00").is_err());
+    }
+
+    #[test]
+    fn operation_ids_differ_and_records_tolerate_missing_fields() {
+        assert_ne!(new_operation_id("n1"), new_operation_id("n1"));
+        assert!(new_operation_id("n1").starts_with("n1-"));
+        let r: OperationRecord =
+            decode("operations/n1", r#"{"id":"x","kind":"restart","later":1}"#).unwrap();
+        assert_eq!((r.id.as_str(), r.state.as_str(), r.force), ("x", "", false));
+        let f: ProgressFields = decode(
+            "failover",
+            r#"{"id":"s1","kind":"switchover","state":"pending","leader":"a","scheduled_at":"2026-11-22T10:00:00Z"}"#,
+        )
+        .unwrap();
+        assert_eq!(f.scheduled_at.as_deref(), Some("2026-11-22T10:00:00Z"));
+        assert!(op_state::is_terminal("failed") && !op_state::is_terminal("running"));
+    }
 
     #[test]
     fn records_round_trip_and_tolerate_unknown_and_missing_fields() {

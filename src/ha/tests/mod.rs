@@ -10,6 +10,7 @@ mod bootstrap;
 mod candidate;
 mod core;
 mod eligibility;
+mod operations;
 mod primary;
 mod rejoin;
 mod replica;

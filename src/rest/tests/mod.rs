@@ -6,6 +6,7 @@ mod documents;
 mod tls;
 mod unsafe_calls;
 
+use crate::admin::operations::OpsKv;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -39,6 +40,15 @@ pub struct FixedClock(pub BootInstant);
 impl Clock for FixedClock {
     fn now(&self) -> BootInstant {
         self.0
+    }
+}
+
+/// Whether a compare-and-set's `expect` holds for `current`.
+fn holds(expect: Expect, current: &Option<KeyValue>) -> bool {
+    match expect {
+        Expect::Any => true,
+        Expect::Absent => current.is_none(),
+        Expect::ModRevision(r) => current.as_ref().is_some_and(|c| c.mod_revision == r),
     }
 }
 
@@ -84,7 +94,7 @@ impl FakeSource {
     }
 }
 
-impl ClusterSource for FakeSource {
+impl OpsKv for FakeSource {
     fn range<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<KeyValue>, String>> {
         let kvs = self
             .kv
@@ -104,17 +114,36 @@ impl ClusterSource for FakeSource {
         expect: Expect,
     ) -> BoxFuture<'a, Result<Result<u64, Option<KeyValue>>, String>> {
         let current = self.kv.lock().unwrap().get(key).cloned();
-        let ok = match expect {
-            Expect::Any => true,
-            Expect::Absent => current.is_none(),
-            Expect::ModRevision(r) => current.as_ref().is_some_and(|c| c.mod_revision == r),
-        };
-        let out = if ok {
+        let out = if holds(expect, &current) {
             Ok(self.set(key, &value))
         } else {
             Err(current)
         };
         Box::pin(async move { Ok(out) })
+    }
+
+    fn delete<'a>(
+        &'a self,
+        key: &'a str,
+        expect: Expect,
+    ) -> BoxFuture<'a, Result<Result<u64, Option<KeyValue>>, String>> {
+        let mut kv = self.kv.lock().unwrap();
+        let current = kv.get(key).cloned();
+        let out = if holds(expect, &current) && current.is_some() {
+            kv.remove(key);
+            let mut rev = self.revision.lock().unwrap();
+            *rev += 1;
+            Ok(*rev)
+        } else {
+            Err(current)
+        };
+        Box::pin(async move { Ok(out) })
+    }
+}
+
+impl ClusterSource for FakeSource {
+    fn kv(&self) -> &dyn OpsKv {
+        self
     }
 
     fn raft(&self) -> BoxFuture<'_, RaftFacts> {
@@ -306,6 +335,7 @@ pub fn view(primary_lsn: u64) -> ClusterView {
         }),
         config: HaConfig::default(),
         failover: None,
+        operation: None,
     }
 }
 

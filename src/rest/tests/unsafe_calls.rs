@@ -1,6 +1,7 @@
 //! Unsafe calls: 401 without or with wrong credentials and nothing
-//! changes; with the right ones, config writes are real and the rest say
-//! precisely that they are not implemented.
+//! changes; with the right ones, config writes and member operations are
+//! real and switchover / failover say precisely that they are not
+//! implemented.
 
 use axum::http::StatusCode;
 use base64::Engine;
@@ -68,17 +69,28 @@ async fn every_unsafe_call_without_good_credentials_is_401_and_changes_nothing()
 }
 
 #[tokio::test]
-async fn with_credentials_config_writes_are_real_and_the_rest_say_not_yet() {
+async fn with_credentials_config_writes_are_real_and_switchovers_are_checked() {
     let h = with_config(Credentials::new(Some((USER, PASSWORD)), Some(TOKEN)));
     let good_basic = basic(USER, PASSWORD);
     let bearer = format!("Bearer {TOKEN}");
-    for (method, path, body) in &CALLS[..7] {
+    // No leader and no members in this store: each is refused, as Patroni
+    // codes it, and nothing is written.
+    let refusals = [
+        (
+            StatusCode::PRECONDITION_FAILED,
+            "no member holds the leader key",
+        ),
+        (StatusCode::NOT_FOUND, "no scheduled switchover to cancel"),
+        (StatusCode::NOT_FOUND, "no data member is named node2"),
+    ];
+    for ((method, path, body), (want, says)) in CALLS[..3].iter().zip(refusals) {
         for auth in [&good_basic, &bearer] {
             let (code, text) = call(&h.app, method, path, Some(auth), body).await;
-            assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE, "{method} {path}");
-            assert!(text.contains("over REST is not implemented yet;"), "{text}");
+            assert_eq!(code, want, "{method} {path}: {text}");
+            assert!(text.contains(says), "{method} {path}: {text}");
         }
     }
+    assert_eq!(h.source.get("failover"), None);
     // A merge patch: loop_wait changes, ttl stays, a parameter is added.
     let patch = r#"{"loop_wait":"2s","postgresql":{"parameters":{"work_mem":"8MB"}}}"#;
     let (code, text) = call(&h.app, "PATCH", "/config", Some(&good_basic), patch).await;
@@ -108,6 +120,112 @@ async fn with_credentials_config_writes_are_real_and_the_rest_say_not_yet() {
     let stored: serde_json::Value = serde_json::from_str(&h.source.get("config").unwrap()).unwrap();
     assert_eq!(stored["ttl"], "6s");
     assert_eq!(stored["loop_wait"], "1s", "defaults again after PUT");
+}
+
+/// node1 (this node) holds the leader key; node2 is a member too.
+fn with_members() -> Harness {
+    harness_with(
+        primary(),
+        BTreeMap::new(),
+        FakeSource::with(&[
+            ("config", STORED),
+            ("leader", "node1"),
+            ("members/node1", r#"{"name":"node1","role":"primary"}"#),
+            ("members/node2", r#"{"name":"node2","role":"replica"}"#),
+        ]),
+        Credentials::new(None, Some(TOKEN)),
+        NOW,
+    )
+}
+
+#[tokio::test]
+async fn a_scheduled_restart_is_written_for_this_node_and_can_be_deleted() {
+    let h = with_members();
+    let auth = format!("Bearer {TOKEN}");
+    let at = crate::store::keys::format_time(
+        std::time::SystemTime::now() + std::time::Duration::from_secs(3600),
+    );
+    let body = format!(r#"{{"schedule":"{at}","restart_pending":true,"role":"primary"}}"#);
+    let (code, text) = call(&h.app, "POST", "/restart", Some(&auth), &body).await;
+    assert_eq!(code, StatusCode::ACCEPTED, "{text}");
+    assert!(
+        text.starts_with(&format!("restart scheduled for {at}")),
+        "{text}"
+    );
+    let rec: crate::store::keys::OperationRecord =
+        serde_json::from_str(&h.source.get("operations/node1").unwrap()).unwrap();
+    assert_eq!(
+        (
+            rec.kind.as_str(),
+            rec.state.as_str(),
+            rec.pending_only,
+            rec.role.as_str()
+        ),
+        ("restart", "pending", true, "primary")
+    );
+    assert_eq!(rec.scheduled_at.as_deref(), Some(at.as_str()));
+    // A second one while the first is unfinished: refused, nothing changes.
+    let (code, text) = call(&h.app, "POST", "/restart", Some(&auth), &body).await;
+    assert_eq!(code, StatusCode::CONFLICT, "{text}");
+    assert!(text.contains("already has a restart pending"), "{text}");
+    let (code, text) = call(&h.app, "DELETE", "/restart", Some(&auth), "").await;
+    assert_eq!(code, StatusCode::OK, "{text}");
+    assert!(text.contains(&rec.id), "{text}");
+    assert_eq!(h.source.get("operations/node1"), None);
+    let (code, text) = call(&h.app, "DELETE", "/restart", Some(&auth), "").await;
+    assert_eq!(code, StatusCode::NOT_FOUND, "{text}");
+    assert!(
+        text.contains("node1 has no scheduled restart to cancel"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn bad_operation_requests_are_refused_and_write_nothing() {
+    let h = with_members();
+    let auth = format!("Bearer {TOKEN}");
+    for (method, path, body, code, says) in [
+        (
+            "POST",
+            "/restart",
+            r#"{"schedule":"yesterday"}"#,
+            StatusCode::BAD_REQUEST,
+            "is not an RFC 3339 time",
+        ),
+        (
+            "POST",
+            "/restart",
+            r#"{"schedule":"2001-01-01T00:00:00Z"}"#,
+            StatusCode::BAD_REQUEST,
+            "is in the past",
+        ),
+        (
+            "POST",
+            "/restart",
+            r#"{"role":"boss"}"#,
+            StatusCode::BAD_REQUEST,
+            "is not a role",
+        ),
+        (
+            "POST",
+            "/restart",
+            r#"{"sheduled":"x"}"#,
+            StatusCode::BAD_REQUEST,
+            "unknown field",
+        ),
+        (
+            "POST",
+            "/reinitialize",
+            r#"{"force":true}"#,
+            StatusCode::CONFLICT,
+            "cannot reinitialize the primary; switch over first",
+        ),
+    ] {
+        let (got, text) = call(&h.app, method, path, Some(&auth), body).await;
+        assert_eq!(got, code, "{body}: {text}");
+        assert!(text.contains(says), "{body}: {text}");
+    }
+    assert_eq!(h.source.get("operations/node1"), None);
 }
 
 #[tokio::test]
@@ -154,4 +272,69 @@ fn merge_patch_follows_rfc_7386() {
     let mut target = serde_json::json!({"a": [1]});
     merge_patch(&mut target, &serde_json::json!({"a": {"b": 1}}));
     assert_eq!(target, serde_json::json!({"a": {"b": 1}}));
+}
+
+#[tokio::test]
+async fn a_scheduled_switchover_is_stored_and_can_be_cancelled() {
+    let member = |role: &str, state: &str, lsn: &str| {
+        format!(
+            r#"{{"name":"x","role":"{role}","state":"{state}","xlog_location":{lsn},"received_location":{lsn}}}"#
+        )
+    };
+    let (n1, n2) = (
+        member("primary", "running", "100"),
+        member("replica", "streaming", "100"),
+    );
+    let h = harness_with(
+        primary(),
+        BTreeMap::new(),
+        FakeSource::with(&[
+            ("config", STORED),
+            ("leader", "node1"),
+            ("members/node1", &n1),
+            ("members/node2", &n2),
+        ]),
+        Credentials::new(None, Some(TOKEN)),
+        NOW,
+    );
+    let auth = format!("Bearer {TOKEN}");
+    let later = humantime::format_rfc3339_seconds(
+        std::time::SystemTime::now() + std::time::Duration::from_secs(3600),
+    );
+    let body = format!(r#"{{"leader":"node1","candidate":"node2","scheduled_at":"{later}"}}"#);
+    let (code, text) = call(&h.app, "POST", "/switchover", Some(&auth), &body).await;
+    assert_eq!(code, StatusCode::ACCEPTED, "{text}");
+    let stored: serde_json::Value =
+        serde_json::from_str(&h.source.get("failover").expect("stored")).unwrap();
+    assert_eq!(stored["leader"], "node1");
+    assert_eq!(stored["candidate"], "node2");
+    assert_eq!(stored["state"], "pending");
+    // A second one is refused while the first is pending.
+    let (code, text) = call(&h.app, "POST", "/switchover", Some(&auth), &body).await;
+    assert_eq!(code, StatusCode::PRECONDITION_FAILED, "{text}");
+    assert!(text.contains("already pending"), "{text}");
+    let (code, text) = call(&h.app, "DELETE", "/switchover", Some(&auth), "").await;
+    assert_eq!(code, StatusCode::OK, "{text}");
+    assert_eq!(h.source.get("failover"), None);
+    // A wrong leader, and a candidate that is the leader.
+    let (code, text) = call(
+        &h.app,
+        "POST",
+        "/switchover",
+        Some(&auth),
+        r#"{"leader":"node2"}"#,
+    )
+    .await;
+    assert_eq!(code, StatusCode::PRECONDITION_FAILED, "{text}");
+    assert!(text.contains("node2 is not the leader; node1 is"), "{text}");
+    let (code, text) = call(
+        &h.app,
+        "POST",
+        "/failover",
+        Some(&auth),
+        r#"{"candidate":"node1"}"#,
+    )
+    .await;
+    assert_eq!(code, StatusCode::PRECONDITION_FAILED, "{text}");
+    assert!(text.contains("node1 is already the primary"), "{text}");
 }
