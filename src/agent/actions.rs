@@ -337,6 +337,20 @@ pub async fn run_pg<P: Postgres>(
                 Reply::Done
             })
             .map_err(pg_err),
+        Action::ApplyParameters { fingerprint } => {
+            async {
+                pg.set_cluster_parameters(spec.start.cluster_parameters.clone())
+                    .await
+                    .map_err(pg_err)?;
+                pg.reload().await.map_err(pg_err)?;
+                tracing::info!(
+                    fingerprint,
+                    "dynamic PostgreSQL parameters written and reloaded"
+                );
+                Ok(Reply::Done)
+            }
+            .await
+        }
         Action::Fence => pg
             .stop(pg::StopMode::Immediate, Duration::from_secs(5))
             .await

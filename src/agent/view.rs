@@ -69,7 +69,7 @@ pub fn member_record(name: &str, info: &MemberInfo) -> MemberRecord {
         replayed_location: info.replayed_lsn.map(|l| l.0),
         timeline: info.timeline,
         server_version: None,
-        pending_restart: false,
+        pending_restart: info.pending_restart,
         tags,
     }
 }
@@ -95,6 +95,7 @@ fn member_info(r: &MemberRecord) -> MemberInfo {
                 .and_then(|v| v.as_i64())
                 .unwrap_or(1),
         },
+        pending_restart: r.pending_restart,
     }
 }
 
@@ -127,8 +128,19 @@ pub fn ha_config(dcs: &DcsConfig, current: &HaConfig) -> HaConfig {
         safety_margin: dcs.safety_margin,
         maximum_lag_on_failover: dcs.maximum_lag_on_failover,
         primary_start_timeout: dcs.primary_start_timeout,
+        parameters_fingerprint: parameters_fingerprint(&dcs.postgresql.parameters),
         ..current.clone()
     }
+}
+
+/// Identifies a set of dynamic PostgreSQL parameters for the core, which
+/// reloads them when it changes. Never 0 (the core's "none known").
+pub fn parameters_fingerprint(parameters: &BTreeMap<String, crate::config::Scalar>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    // DefaultHasher::new() has fixed keys: the same map hashes the same.
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    keys::encode(parameters).hash(&mut h);
+    h.finish().max(1)
 }
 
 /// The core's view of the store contents `kv` at `revision`.
@@ -208,6 +220,7 @@ mod tests {
                 failover_priority: 3,
                 ..Default::default()
             },
+            pending_restart: true,
         };
         let rec = keys::encode(&member_record("n2", &info));
         let store: BTreeMap<_, _> = [

@@ -273,6 +273,9 @@ impl Ha {
                     self.state = State::Bootstrapping(BootstrapStep::AwaitingLeader);
                 }
             }
+            (Action::ApplyParameters { fingerprint }, _) => {
+                self.parameters_applied = Some(fingerprint);
+            }
             (Action::Fence, _) => {
                 self.must_fence = false;
                 self.patch_pg(|pg| {
@@ -357,6 +360,7 @@ fn reply_fits(kind: ActionKind, reply: Reply) -> bool {
                 | K::DropSlot
                 | K::Rewind
                 | K::MoveDataDirAside
+                | K::ApplyParameters
                 | K::Fence
         ),
         Reply::Won { .. } | Reply::Lost => {

@@ -94,6 +94,7 @@ mod primary;
 mod publish;
 mod rejoin;
 mod replica;
+mod settings;
 mod state;
 mod stopping;
 mod view;
@@ -113,6 +114,7 @@ pub use candidate::{
 };
 pub use names::sanitize_slot_name;
 pub use rejoin::REWIND_ATTEMPTS;
+pub use settings::{may_restart_for_pending, PendingRestart, SettingValues};
 pub use state::{BootstrapStep, CandidateStep, PrimaryState, RejoinStep, State, StoppingState};
 pub use view::{
     ClusterView, DataDir, HaConfig, InitializeKey, LeaderKey, Lsn, MemberInfo, MemberRole,
@@ -294,6 +296,9 @@ pub struct Ha {
     polled: Option<BTreeMap<String, PolledPosition>>,
     /// When this node first saw the current vacancy of the leader key.
     vacant_since: Option<BootInstant>,
+    /// [`HaConfig::parameters_fingerprint`] of the dynamic PostgreSQL
+    /// parameters last written and reloaded (see `settings`).
+    parameters_applied: Option<u64>,
 }
 
 impl Ha {
@@ -327,6 +332,7 @@ impl Ha {
             primary_down: None,
             polled: None,
             vacant_since: None,
+            parameters_applied: None,
         }
     }
 
@@ -464,6 +470,7 @@ impl Ha {
                 break;
             }
         }
+        self.apply_parameters(now, out);
         self.maintain_lease(now, out);
         self.publish_member(now, out);
         self.probe_if_due(now, out);

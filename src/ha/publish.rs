@@ -86,6 +86,7 @@ impl Ha {
             replayed_lsn: pg.replayed_lsn,
             timeline: pg.timeline,
             tags: self.node.tags,
+            pending_restart: pg.running && pg.pending_restart,
         }
     }
 

@@ -106,6 +106,9 @@ pub struct MemberInfo {
     pub timeline: Option<Timeline>,
     /// Its Patroni tags.
     pub tags: MemberTags,
+    /// Its PostgreSQL runs with a setting that changed and needs a
+    /// restart (`pg_settings.pending_restart`).
+    pub pending_restart: bool,
 }
 
 /// The role a member's HA loop wants.
@@ -227,6 +230,10 @@ pub struct HaConfig {
     /// How long a primary restarts its crashed server in place before it
     /// fences it and gives the leader key back.
     pub primary_start_timeout: Duration,
+    /// Identifies the dynamic config's PostgreSQL parameters (the driver
+    /// hashes them; 0 stands for none known). When it changes, a running
+    /// server gets them written and reloaded ([`Action::ApplyParameters`](super::Action)).
+    pub parameters_fingerprint: u64,
 }
 
 impl Default for HaConfig {
@@ -242,6 +249,7 @@ impl Default for HaConfig {
             member_slots_ttl: MEMBER_SLOTS_TTL,
             handover_timeout: HANDOVER_TIMEOUT,
             primary_start_timeout: defaults::PRIMARY_START_TIMEOUT,
+            parameters_fingerprint: 0,
         }
     }
 }

@@ -13,6 +13,7 @@ mod eligibility;
 mod primary;
 mod rejoin;
 mod replica;
+mod settings;
 mod stopping;
 
 use std::collections::BTreeMap;
@@ -64,6 +65,7 @@ pub fn member(name: &str, role: MemberRole, state: MemberState) -> MemberInfo {
         replayed_lsn: None,
         timeline: Some(1),
         tags: MemberTags::default(),
+        pending_restart: false,
     }
 }
 

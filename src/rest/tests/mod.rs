@@ -268,6 +268,7 @@ pub fn view(primary_lsn: u64) -> ClusterView {
         replayed_lsn: recv.map(Lsn),
         timeline: Some(2),
         tags: MemberTags::default(),
+        pending_restart: false,
     };
     ClusterView {
         revision: 10,
