@@ -343,5 +343,21 @@ fn edit_config_through_pgkeelctl_grpc_and_rest() {
             "{host} still runs its old max_connections: {running:?}"
         );
     }
+    tracing::info!("phase: member keys publish the running values restarts are ordered by");
+    for member in ["node1", "node2"] {
+        let key = format!("members/{member}");
+        let record = c
+            .get("witness", &key, true)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        let record: Value = serde_json::from_str(&record).unwrap_or_default();
+        let running = record["must_match"]["max_connections"].as_i64();
+        assert!(
+            running.is_some_and(|v| v != 150),
+            "{member} publishes its running max_connections: {record}"
+        );
+        assert!(record["must_match"]["max_wal_senders"].is_i64(), "{record}");
+    }
     assert_eq!(pids(&c), before_pids, "nothing restarted on its own");
 }

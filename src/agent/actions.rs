@@ -526,6 +526,8 @@ async fn probe<P: Postgres>(pg: &P, following: &Mutex<Configured>) -> Result<hv:
             out.timeline = Some(r.timeline);
             out.server_version = Some(r.server_version_num);
             out.pending_restart = r.pending_restart;
+            out.must_match = r.must_match_running.clone();
+            out.must_match_pending = r.must_match_pending.clone();
             out.replication = r
                 .replication
                 .iter()

@@ -70,6 +70,7 @@ pub fn member_record(name: &str, info: &MemberInfo) -> MemberRecord {
         timeline: info.timeline,
         server_version: None,
         pending_restart: info.pending_restart,
+        must_match: info.must_match.clone(),
         tags,
     }
 }
@@ -96,6 +97,7 @@ fn member_info(r: &MemberRecord) -> MemberInfo {
                 .unwrap_or(1),
         },
         pending_restart: r.pending_restart,
+        must_match: r.must_match.clone(),
     }
 }
 
@@ -221,6 +223,7 @@ mod tests {
                 ..Default::default()
             },
             pending_restart: true,
+            must_match: [("max_connections".to_string(), 150)].into(),
         };
         let rec = keys::encode(&member_record("n2", &info));
         let store: BTreeMap<_, _> = [

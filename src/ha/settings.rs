@@ -17,7 +17,9 @@
 //! `max_locks_per_transaction` below its primary's. So a raise reaches
 //! the standbys first and a lowering the primary first.
 //! [`may_restart_for_pending`] says whether one member may restart now;
-//! whoever restarts members for pending settings asks it first.
+//! whoever restarts members for pending settings asks it first, through
+//! [`Ha::may_restart_for_pending_settings`], which feeds it this node's
+//! probe and the values the other members publish in their member keys.
 //!
 //! ```text
 //!   raise 100 → 200:  standbys restart (200 ≥ primary's 100) ─▶ primary restarts (standbys run 200)
@@ -30,6 +32,7 @@ use crate::clock::BootInstant;
 
 use super::actions::Action;
 use super::state::State;
+use super::view::{MemberInfo, MemberRole};
 use super::Ha;
 
 /// Integer values of the settings a standby must hold at least as high
@@ -126,6 +129,46 @@ pub fn may_restart_for_pending(p: PendingRestart<'_>) -> Result<(), String> {
 }
 
 impl Ha {
+    /// [`may_restart_for_pending`] for this member, from its last probe
+    /// (running and pending values) and the store view (the values the
+    /// leader's member key, or each streaming standby's, publishes). `Ok`
+    /// when the server is not running: a start writes the settings file
+    /// anyway and is not a restart.
+    pub fn may_restart_for_pending_settings(&self) -> Result<(), String> {
+        let Some(pg) = self.pg.as_ref().filter(|p| p.running) else {
+            return Ok(());
+        };
+        let members = self.view.as_ref().map(|v| &v.members);
+        let known = |m: &MemberInfo| (!m.must_match.is_empty()).then(|| m.must_match.clone());
+        if pg.in_recovery == Some(true) {
+            let primary = self
+                .view
+                .as_ref()
+                .and_then(|v| v.leader.as_ref())
+                .filter(|l| l.holder != self.node.name)
+                .and_then(|l| members?.get(&l.holder))
+                .and_then(known);
+            return may_restart_for_pending(PendingRestart::Standby {
+                running: &pg.must_match,
+                pending: &pg.must_match_pending,
+                primary: primary.as_ref(),
+            });
+        }
+        let standbys: BTreeMap<String, Option<SettingValues>> = members
+            .into_iter()
+            .flatten()
+            .filter(|(name, m)| {
+                **name != self.node.name && m.role == MemberRole::Replica && m.state.is_up()
+            })
+            .map(|(name, m)| (name.clone(), known(m)))
+            .collect();
+        may_restart_for_pending(PendingRestart::Primary {
+            running: &pg.must_match,
+            pending: &pg.must_match_pending,
+            standbys: &standbys,
+        })
+    }
+
     /// Writes and reloads the dynamic parameters when they changed since
     /// they were last applied. The first view's parameters count as
     /// applied: the server is started with them.

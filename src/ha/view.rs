@@ -109,6 +109,10 @@ pub struct MemberInfo {
     /// Its PostgreSQL runs with a setting that changed and needs a
     /// restart (`pg_settings.pending_restart`).
     pub pending_restart: bool,
+    /// The settings a standby must hold at least as high as its primary,
+    /// as its server runs them; empty when not known. Members read each
+    /// other's to order restarts ([`super::may_restart_for_pending`]).
+    pub must_match: super::SettingValues,
 }
 
 /// The role a member's HA loop wants.
@@ -310,6 +314,11 @@ pub struct PgState {
     pub server_version: Option<u32>,
     /// `pg_settings.pending_restart` while the server answers.
     pub pending_restart: bool,
+    /// The settings a standby must hold at least as high as its primary,
+    /// as the server runs them (see [`super::may_restart_for_pending`]).
+    pub must_match: super::SettingValues,
+    /// The same settings as a restart would make them.
+    pub must_match_pending: super::SettingValues,
 }
 
 impl PgState {

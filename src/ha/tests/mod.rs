@@ -66,6 +66,7 @@ pub fn member(name: &str, role: MemberRole, state: MemberState) -> MemberInfo {
         timeline: Some(1),
         tags: MemberTags::default(),
         pending_restart: false,
+        must_match: Default::default(),
     }
 }
 

@@ -127,6 +127,17 @@ fn an_applied_change_is_not_repeated_and_a_failed_one_is_retried() {
     assert_eq!(fx.tick(2_000), vec![], "applied once");
 }
 
+/// Asserts a verdict: `Ok`, or a refusal whose reason holds `word`.
+fn judged(case: &str, got: Result<(), String>, want: Result<(), &str>) {
+    match want {
+        Ok(()) => assert_eq!(got, Ok(()), "{case}"),
+        Err(word) => {
+            let reason = got.err().unwrap_or_default();
+            assert!(reason.contains(word), "{case}: {reason}");
+        }
+    }
+}
+
 fn values(pairs: &[(&str, i64)]) -> SettingValues {
     pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
 }
@@ -240,13 +251,99 @@ fn restart_order_for_settings_a_standby_must_match() {
     ];
     for (case, member, want) in cases {
         let got = may_restart_for_pending(member);
-        match want {
-            Ok(()) => assert_eq!(got, Ok(()), "{case}"),
-            Err(word) => {
-                let reason = got.err().unwrap_or_default();
-                assert!(reason.contains(word), "{case}: {reason}");
-                assert!(reason.starts_with("max_connections: "), "{case}: {reason}");
-            }
+        if let Err(reason) = &got {
+            assert!(reason.starts_with("max_connections: "), "{case}: {reason}");
         }
+        judged(case, got, want);
     }
+}
+
+#[test]
+fn this_member_is_judged_from_its_probe_and_the_published_values() {
+    let mc = |v| values(&[("max_connections", v)]);
+    let with_mc = |v: V, name: &str, value: Option<i64>| {
+        v.with(name, |m| m.must_match = value.map(mc).unwrap_or_default())
+    };
+    let pending = |running_pg: PgState, running: i64, next: i64| PgState {
+        must_match: mc(running),
+        must_match_pending: mc(next),
+        pending_restart: running != next,
+        ..running_pg
+    };
+    let as_standby = |p: Option<i64>| with_mc(view().leader("b", 3).primary("b"), "b", p);
+    let as_primary =
+        |c: Option<i64>| with_mc(view().leader("a", L).primary("a").replica("c"), "c", c);
+    // (case, state, view, probe, Ok or a word of the reason)
+    type Case = (&'static str, State, V, PgState, Result<(), &'static str>);
+    let cases: Vec<Case> = vec![
+        (
+            "standby lowering below its primary: waits",
+            State::Replica,
+            as_standby(Some(200)),
+            pending(pg_standby(Some("b")), 200, 100),
+            Err("the primary restarts first"),
+        ),
+        (
+            "standby lowering to what the primary runs: may",
+            State::Replica,
+            as_standby(Some(100)),
+            pending(pg_standby(Some("b")), 200, 100),
+            Ok(()),
+        ),
+        (
+            "standby lowering, primary publishes nothing: waits",
+            State::Replica,
+            as_standby(None),
+            pending(pg_standby(Some("b")), 200, 100),
+            Err("unknown"),
+        ),
+        (
+            "primary raising above a streaming standby: waits",
+            State::Primary(PrimaryState::default()),
+            as_primary(Some(100)),
+            pending(pg_primary(), 100, 200),
+            Err("c restarts first"),
+        ),
+        (
+            "primary raising after the standby did: may",
+            State::Primary(PrimaryState::default()),
+            as_primary(Some(200)),
+            pending(pg_primary(), 100, 200),
+            Ok(()),
+        ),
+        (
+            "primary raising past a stopped standby: may (its start takes the new value)",
+            State::Primary(PrimaryState::default()),
+            as_primary(Some(100)).with("c", |m| m.state = MemberState::Stopped),
+            pending(pg_primary(), 100, 200),
+            Ok(()),
+        ),
+        (
+            "stopped server: a start is no restart",
+            State::Replica,
+            as_standby(Some(200)),
+            pg_stopped(),
+            Ok(()),
+        ),
+    ];
+    for (case, state, v, pg, want) in cases {
+        let fx = Fx::new(state, v, pg);
+        judged(case, fx.ha.may_restart_for_pending_settings(), want);
+    }
+}
+
+#[test]
+fn the_member_key_carries_the_running_values() {
+    let pg = PgState {
+        must_match: values(&[("max_connections", 100)]),
+        must_match_pending: values(&[("max_connections", 150)]),
+        pending_restart: true,
+        ..pg_standby(Some("b"))
+    };
+    let fx = Fx::new(State::Replica, view().leader("b", 3).primary("b"), pg).lease();
+    let me = fx.me();
+    assert!(me.pending_restart);
+    assert_eq!(me.must_match, values(&[("max_connections", 100)]));
+    let stopped = Fx::new(State::Replica, view(), pg_stopped()).lease();
+    assert!(stopped.me().must_match.is_empty());
 }

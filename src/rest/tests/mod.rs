@@ -269,6 +269,7 @@ pub fn view(primary_lsn: u64) -> ClusterView {
         timeline: Some(2),
         tags: MemberTags::default(),
         pending_restart: false,
+        must_match: Default::default(),
     };
     ClusterView {
         revision: 10,
