@@ -1,9 +1,10 @@
 //! `pgkeelctl edit-config` as an operator runs it, against a real 2 data
 //! nodes + witness cluster: a reloadable parameter reaches both servers
 //! without a restart, a restart-only one is flagged pending on both,
-//! refusals (a ttl that breaks the timing invariant, no terminal without
-//! --force, no secret, a stale revision over gRPC and over REST) store
-//! nothing, and --apply merges a file or stdin.
+//! on a terminal it asks (through `script`, util-linux), refusals (a ttl
+//! that breaks the timing invariant, no terminal without --force, no
+//! secret, a stale revision over gRPC and over REST) store nothing, and
+//! --apply merges a file or stdin.
 
 #[path = "common/procs.rs"]
 #[allow(dead_code)]
@@ -88,6 +89,35 @@ fn ctl_anonymous(c: &ProcCluster, args: &[&str]) -> Output {
         .expect("run pgkeelctl")
 }
 
+/// `pgkeelctl` run through `script`, so that its stdin is a terminal, with
+/// `answer` typed at it.
+fn ctl_on_terminal(c: &ProcCluster, args: &[&str], answer: &str) -> Output {
+    let mut words = vec![
+        env!("CARGO_BIN_EXE_pgkeelctl").to_string(),
+        "--config".to_string(),
+        c.nodes["node1"].config.display().to_string(),
+    ];
+    words.extend(args.iter().map(|a| a.to_string()));
+    let line = words
+        .iter()
+        .map(|w| format!("'{w}'"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut child = Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run script");
+    // Kept open until pgkeelctl exits: an early EOF would end the session.
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(answer.as_bytes()).expect("type the answer");
+    let out = child.wait_with_output().expect("script exits");
+    drop(stdin);
+    out
+}
+
 #[test]
 fn edit_config_through_pgkeelctl_grpc_and_rest() {
     let Some(_serial) = exclusive() else { return };
@@ -132,6 +162,24 @@ fn edit_config_through_pgkeelctl_grpc_and_rest() {
     let out = c.ctl("node1", &["edit-config", "-p", "work_mem=12MB", "--force"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out), "no changes");
+
+    tracing::info!("phase: on a terminal it asks; no applies nothing, yes applies");
+    let (doc, revision) = shown(&c);
+    let out = ctl_on_terminal(&c, &["edit-config", "-s", "loop_wait=3"], "n\n");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("Apply these changes? [y/N]"), "{text}");
+    assert!(text.contains("not applied"), "{text}");
+    assert_eq!(shown(&c), (doc, revision), "nothing stored");
+    let out = ctl_on_terminal(
+        &c,
+        &["edit-config", "-s", "maximum_lag_on_failover=2097152"],
+        "y\n",
+    );
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("OK (revision "), "{text}");
+    assert_eq!(shown(&c).0["maximum_lag_on_failover"], 2097152);
 
     let (doc, revision) = shown(&c);
     tracing::info!("phase: no terminal and no --force: refused, nothing stored");
