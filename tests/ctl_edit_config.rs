@@ -192,6 +192,15 @@ fn edit_config_through_pgkeelctl_grpc_and_rest() {
     assert!(stderr(&out).contains("pass --force"), "{}", stderr(&out));
     assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
 
+    tracing::info!("phase: nothing to change, or -s without =, is a usage error");
+    for args in [
+        &["edit-config"][..],
+        &["edit-config", "-s", "loop_wait"][..],
+    ] {
+        let out = c.ctl("node1", args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+    }
+
     tracing::info!("phase: a ttl that breaks the timing invariant is refused");
     let out = c.ctl("node1", &["edit-config", "-s", "ttl=2s", "--force"]);
     assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));

@@ -33,7 +33,7 @@ pub fn parse_set(arg: &str) -> Result<Setting, String> {
     let path: Vec<String> = key.split('.').map(str::to_owned).collect();
     if path.iter().any(|p| p.trim().is_empty()) {
         return Err(format!(
-            "\"{key}\" has an empty part between dots — write a path like postgresql.use_pg_rewind"
+            "\"{key}\" has an empty part between dots — write a path like postgresql.parameters.work_mem"
         ));
     }
     Ok(Setting {
@@ -238,11 +238,6 @@ pub async fn run(
     format: Format,
 ) -> Result<String, CtlError> {
     let apply = args.apply.as_ref().map(read_apply).transpose()?;
-    if apply.is_none() && args.settings.is_empty() {
-        return Err(CtlError(
-            "nothing to change: pass -s KEY=VALUE, -p PARAMETER=VALUE or --apply FILE".into(),
-        ));
-    }
     let shown = client
         .show_config(pb::ShowConfigRequest {})
         .await

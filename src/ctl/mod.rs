@@ -74,8 +74,9 @@ pub enum Command {
     },
     /// Change the dynamic config: shows a diff, asks, and applies it with
     /// a compare-and-set on the revision shown.
+    #[command(group(clap::ArgGroup::new("change").required(true).multiple(true).args(["set", "pg", "apply"])))]
     EditConfig {
-        /// Set KEY (a dotted path, e.g. postgresql.use_pg_rewind) to VALUE
+        /// Set KEY (a dotted path, e.g. postgresql.parameters.work_mem) to VALUE
         /// (YAML; null removes the key). Repeatable.
         #[arg(short = 's', long = "set", value_name = "KEY=VALUE", value_parser = edit_config::parse_set)]
         set: Vec<edit_config::Setting>,
