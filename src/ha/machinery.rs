@@ -151,10 +151,12 @@ impl Ha {
                     valid_until: Some(valid_until),
                 });
                 self.last_keepalive = Some(sent_at);
+                self.renewed_at = Some(sent_at);
             }
             (Action::Keepalive { lease }, Reply::Lease { valid_until, .. }) => {
                 if let Some(current) = self.lease.as_mut().filter(|l| l.id == lease) {
                     current.valid_until = Some(valid_until);
+                    self.renewed_at = Some(sent_at);
                 }
             }
             (

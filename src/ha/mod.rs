@@ -263,6 +263,10 @@ pub struct Ha {
     retry_at: BTreeMap<ActionKind, BootInstant>,
     /// When the last keepalive (or grant) was sent.
     last_keepalive: Option<BootInstant>,
+    /// When the keepalive (or grant) that set the lease's `valid_until`
+    /// was sent: the lease's validity runs from here (see
+    /// `next_keepalive`).
+    renewed_at: Option<BootInstant>,
     /// A failed keepalive is retried at this instant.
     keepalive_retry: Option<BootInstant>,
     /// The member key as last written.
@@ -319,6 +323,7 @@ impl Ha {
             inflight: BTreeMap::new(),
             retry_at: BTreeMap::new(),
             last_keepalive: None,
+            renewed_at: None,
             keepalive_retry: None,
             published: None,
             status_published: None,
@@ -410,7 +415,7 @@ impl Ha {
         let mut at: Vec<BootInstant> = Vec::new();
         if let Some(lease) = self.lease {
             at.extend(lease.valid_until);
-            at.extend(self.last_keepalive.map(|t| t + cfg.keepalive_interval));
+            at.extend(self.next_keepalive());
             at.extend(self.keepalive_retry);
         }
         at.extend(self.last_probe.map(|t| t + self.probe_interval()));

@@ -5,6 +5,7 @@ use futures::future::BoxFuture;
 
 use crate::admin::{raft_facts, RaftFacts};
 use crate::consensus::types::{Expect, KeyValue};
+use crate::store::config_edit::ConfigAccess;
 use crate::store::{Consistency, Store};
 
 /// What `/cluster`, `/history`, `/config` and `/metrics` read and write.
@@ -25,6 +26,12 @@ pub trait ClusterSource: Send + Sync + 'static {
 
     /// Raft metrics and every voter's answer to a probe.
     fn raft(&self) -> BoxFuture<'_, RaftFacts>;
+
+    /// The shortest TTL among the leases in force, when known (see
+    /// [`ConfigAccess::shortest_lease_ttl`]).
+    fn shortest_lease_ttl(&self) -> Option<std::time::Duration> {
+        None
+    }
 }
 
 /// The real store of this voter.
@@ -63,5 +70,9 @@ impl ClusterSource for StoreSource {
 
     fn raft(&self) -> BoxFuture<'_, RaftFacts> {
         Box::pin(raft_facts(&self.0))
+    }
+
+    fn shortest_lease_ttl(&self) -> Option<std::time::Duration> {
+        ConfigAccess::shortest_lease_ttl(&self.0)
     }
 }

@@ -152,6 +152,10 @@ impl ConfigAccess for Source<'_> {
     ) -> BoxFuture<'_, Result<Result<u64, Option<KeyValue>>, String>> {
         self.0.put(keys::CONFIG, value, expect)
     }
+
+    fn shortest_lease_ttl(&self) -> Option<std::time::Duration> {
+        self.0.shortest_lease_ttl()
+    }
 }
 
 async fn write(s: &RestState, change: Change, expected: Option<u64>) -> Response {

@@ -41,6 +41,11 @@ pub trait ConfigAccess: Send + Sync {
         value: String,
         expect: Expect,
     ) -> BoxFuture<'_, Result<Result<u64, Option<KeyValue>>, String>>;
+    /// The shortest TTL among the leases in force (this node's copy of the
+    /// store), if it knows: a lease keeps the TTL it was granted with.
+    fn shortest_lease_ttl(&self) -> Option<Duration> {
+        None
+    }
 }
 
 impl ConfigAccess for Store {
@@ -62,6 +67,13 @@ impl ConfigAccess for Store {
                 .await
                 .map_err(|e| e.to_string())
         })
+    }
+
+    fn shortest_lease_ttl(&self) -> Option<Duration> {
+        let ms = self
+            .state_machine()
+            .read(|s| s.leases.values().map(|l| l.ttl_ms).min())?;
+        Some(Duration::from_millis(ms))
     }
 }
 
@@ -146,6 +158,9 @@ pub async fn edit(
         }
     };
     let config = check_document(doc, election_timeout_max).map_err(EditError::Invalid)?;
+    if let Some(held) = access.shortest_lease_ttl() {
+        check_leases_in_force(&config, held, election_timeout_max).map_err(EditError::Invalid)?;
+    }
     let json = keys::encode(&config);
     match access.write_config(json.clone(), expect).await {
         Ok(Ok(revision)) => Ok(Edited {
@@ -161,6 +176,34 @@ pub async fn edit(
     }
 }
 
+/// The new lease timings against the TTL the leases in force were granted
+/// with: a lease keeps its TTL until it is granted again (a node's
+/// restart, or a lost lease), while safety_margin and the keepalive
+/// timings apply at once. A holder whose margin reached its lease's TTL
+/// would fence itself at its next renewal.
+fn check_leases_in_force(
+    config: &DcsConfig,
+    held: Duration,
+    election_timeout_max: Duration,
+) -> Result<(), String> {
+    if held >= config.ttl {
+        return Ok(()); // the stored check already covered the shorter ttl
+    }
+    crate::config::check_timing(
+        held,
+        config.safety_margin,
+        config.keepalive_interval,
+        election_timeout_max,
+        config.keepalive_timeout,
+    )
+    .map_err(|why| {
+        format!(
+            "the new dynamic config is refused: the leases in force were granted with ttl {} and keep it until they are granted again, so the other timings must fit it too ({why}); change ttl first, and these timings once every data node has restarted",
+            crate::config::duration::format(held)
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -170,9 +213,10 @@ mod tests {
 
     use super::*;
 
-    /// The `config` key in memory, with revisions.
+    /// The `config` key in memory, with revisions, and the shortest TTL
+    /// of the leases in force.
     #[derive(Default)]
-    struct Memory(Mutex<(u64, BTreeMap<String, KeyValue>)>);
+    struct Memory(Mutex<(u64, BTreeMap<String, KeyValue>)>, Option<Duration>);
 
     impl Memory {
         fn with(value: &str) -> Memory {
@@ -238,6 +282,9 @@ mod tests {
             };
             Box::pin(async move { Ok(out) })
         }
+        fn shortest_lease_ttl(&self) -> Option<Duration> {
+            self.1
+        }
     }
 
     const ETM: Duration = Duration::from_secs(1);
@@ -289,5 +336,24 @@ mod tests {
         let m = Memory::with(STORED);
         let e = edit(&m, Change::Replace(json!({})), None, ETM).await;
         assert_eq!(e.map(|e| e.config), Ok(crate::config::DcsConfig::default()));
+    }
+
+    #[tokio::test]
+    async fn timings_must_fit_the_leases_in_force() {
+        let mut m = Memory::with(STORED);
+        m.1 = Some(Duration::from_secs(5));
+        // ttl and margin raised together: the 5 s leases would not hold.
+        let both = json!({"ttl": "30s", "safety_margin": "5s"});
+        let refused = edit(&m, Change::Patch(both), Some(1), ETM).await;
+        assert!(
+            matches!(&refused, Err(EditError::Invalid(s)) if s.contains("leases in force were granted with ttl 5s")),
+            "{refused:?}"
+        );
+        assert_eq!(m.value().as_deref(), Some(STORED));
+        // ttl alone is fine, and so is a margin that fits 5 s.
+        let ttl = edit(&m, Change::Patch(json!({"ttl": "30s"})), Some(1), ETM).await;
+        assert!(ttl.is_ok(), "{ttl:?}");
+        let margin = json!({"safety_margin": "1s"});
+        assert!(edit(&m, Change::Patch(margin), Some(2), ETM).await.is_ok());
     }
 }

@@ -347,3 +347,20 @@ fn the_member_key_carries_the_running_values() {
     let stopped = Fx::new(State::Replica, view(), pg_stopped()).lease();
     assert!(stopped.me().must_match.is_empty());
 }
+
+#[test]
+fn a_keepalive_interval_longer_than_the_lease_held_renews_by_half_its_validity() {
+    // The lease from a grant sent at 0 is valid until VALID_MS (4 s).
+    for (interval_ms, due_ms) in [(1_000, 1_000), (10_000, VALID_MS / 2)] {
+        let mut v: ClusterView = view().leader("b", 3).primary("b").into();
+        v.config.keepalive_interval = Duration::from_millis(interval_ms);
+        let mut fx = Fx::new(State::Replica, v, pg_standby(Some("b")));
+        let ttl = fx.ha.cfg().ttl;
+        assert!(fx.tick(0).contains(&Action::GrantLease { ttl }));
+        fx.done(ActionKind::GrantLease, lease_reply(VALID_MS));
+        assert_eq!(fx.ha.next_keepalive(), Some(at(due_ms)), "{interval_ms}");
+        let keepalive = Action::Keepalive { lease: L };
+        assert!(!fx.tick(due_ms - 1).contains(&keepalive), "{interval_ms}");
+        assert!(fx.tick(due_ms).contains(&keepalive), "{interval_ms}");
+    }
+}
