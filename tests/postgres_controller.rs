@@ -166,6 +166,30 @@ async fn streaming_promotion_and_stops() {
     );
     assert!(a.create_slot("Bad-Name").await.is_err());
 
+    tracing::info!("phase: a restart-only parameter written and reloaded is pending");
+    let before = running(&a).await;
+    assert_eq!(before.must_match_running.len(), 5, "{before:?}");
+    let mc = before.must_match_running["max_connections"];
+    assert_eq!(before.must_match_pending.get("max_connections"), Some(&mc));
+    assert!(!before.pending_restart, "{before:?}");
+    let raised = [("max_connections".to_string(), Scalar::Int(mc + 7))].into();
+    a.set_cluster_parameters(raised)
+        .await
+        .expect("set parameters");
+    a.reload().await.expect("reload");
+    let pending =
+        |on: bool| move |s: &PgState| matches!(s, PgState::Running(r) if r.pending_restart == on);
+    let PgState::Running(r) = wait_for(&a, "pending_restart", pending(true)).await else {
+        panic!("wait_for returned a server that is not running");
+    };
+    assert_eq!(r.must_match_running.get("max_connections"), Some(&mc));
+    assert_eq!(r.must_match_pending.get("max_connections"), Some(&(mc + 7)));
+    a.set_cluster_parameters(Default::default())
+        .await
+        .expect("reset parameters");
+    a.reload().await.expect("reload");
+    wait_for(&a, "no pending restart", pending(false)).await;
+
     tracing::info!("phase: clone a standby and stream through the slot");
     let b = RealPostgres::new(pg::pg_config(&dir_b, port_b)).expect("controller b");
     b.basebackup(&upstream(port_a, "b"), Some("b"))

@@ -16,6 +16,7 @@ use crate::consensus::types::Expect;
 use crate::consensus::types::{KeyValue, NodeId};
 use crate::pb::admin as pb;
 use crate::pb::admin::admin_server::{Admin, AdminServer};
+use crate::store::config_edit::{self, Change, EditError};
 use crate::store::keys::{self, HistoryRecord, MemberRecord};
 use crate::store::{Consistency, Store, VoterProbe};
 
@@ -409,5 +410,49 @@ impl Admin for AdminService {
         req: Request<pb::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         Ok(Response::new(self.watch_operation(req.into_inner())))
+    }
+
+    async fn edit_config(
+        &self,
+        req: Request<pb::EditConfigRequest>,
+    ) -> Result<Response<pb::EditConfigReply>, Status> {
+        self.authorize(&req)?;
+        let req = req.into_inner();
+        if req.expected_revision == 0 {
+            return Err(Status::invalid_argument(
+                "expected_revision is 0: pass the mod_revision ShowConfig returned for the config the patch was made against",
+            ));
+        }
+        let patch: serde_json::Value = serde_json::from_str(&req.patch_json).map_err(|e| {
+            Status::invalid_argument(format!(
+                "the patch is not JSON ({e}); send a JSON merge patch object"
+            ))
+        })?;
+        if !patch.is_object() {
+            return Err(Status::invalid_argument(
+                "the patch is not a JSON object; send the keys to change, e.g. {\"loop_wait\": 5}",
+            ));
+        }
+        let election_timeout_max =
+            std::time::Duration::from_millis(self.store.raft().config().election_timeout_max);
+        let edited = config_edit::edit(
+            &self.store,
+            Change::Patch(patch),
+            Some(req.expected_revision),
+            election_timeout_max,
+        )
+        .await
+        .map_err(|e| match e {
+            EditError::Invalid(_) => Status::invalid_argument(e.to_string()),
+            EditError::Stale { .. } | EditError::Raced | EditError::Missing => {
+                Status::failed_precondition(e.to_string())
+            }
+            EditError::Store(_) => Status::unavailable(e.to_string()),
+        })?;
+        tracing::info!(revision = edited.revision, "dynamic config edited");
+        Ok(Response::new(pb::EditConfigReply {
+            mod_revision: edited.revision,
+            json: edited.json,
+        }))
     }
 }

@@ -403,6 +403,20 @@ pub async fn run_pg<P: Postgres>(
                 Reply::Done
             })
             .map_err(pg_err),
+        Action::ApplyParameters { fingerprint } => {
+            async {
+                pg.set_cluster_parameters(spec.start.cluster_parameters.clone())
+                    .await
+                    .map_err(pg_err)?;
+                pg.reload().await.map_err(pg_err)?;
+                tracing::info!(
+                    fingerprint,
+                    "dynamic PostgreSQL parameters written and reloaded"
+                );
+                Ok(Reply::Done)
+            }
+            .await
+        }
         Action::Fence => pg
             .stop(pg::StopMode::Immediate, Duration::from_secs(5))
             .await
@@ -612,6 +626,8 @@ async fn probe<P: Postgres>(pg: &P, following: &Mutex<Configured>) -> Result<hv:
             out.timeline = Some(r.timeline);
             out.server_version = Some(r.server_version_num);
             out.pending_restart = r.pending_restart;
+            out.must_match = r.must_match_running.clone();
+            out.must_match_pending = r.must_match_pending.clone();
             out.replication = r
                 .replication
                 .iter()

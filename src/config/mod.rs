@@ -21,6 +21,7 @@ mod addr;
 mod bootstrap;
 pub mod defaults;
 pub mod duration;
+pub mod edit;
 mod error;
 mod node;
 mod postgresql;

@@ -3,6 +3,7 @@
 //! Exit codes: 0 done, 1 refused or failed (one sentence on stderr),
 //! 2 usage.
 
+mod edit_config;
 mod member;
 mod ops;
 mod output;
@@ -77,6 +78,25 @@ pub enum Command {
     Dsn {
         #[arg(long, value_enum, default_value_t = DsnRole::Primary)]
         role: DsnRole,
+    },
+    /// Change the dynamic config: shows a diff, asks, and applies it with
+    /// a compare-and-set on the revision shown.
+    #[command(group(clap::ArgGroup::new("change").required(true).multiple(true).args(["set", "pg", "apply"])))]
+    EditConfig {
+        /// Set KEY (a dotted path, e.g. postgresql.parameters.work_mem) to VALUE
+        /// (YAML; null removes the key). Repeatable.
+        #[arg(short = 's', long = "set", value_name = "KEY=VALUE", value_parser = edit_config::parse_set)]
+        set: Vec<edit_config::Setting>,
+        /// Set the PostgreSQL parameter NAME, short for
+        /// -s postgresql.parameters.NAME=VALUE. Repeatable.
+        #[arg(short = 'p', long = "pg", value_name = "NAME=VALUE", value_parser = edit_config::parse_param)]
+        pg: Vec<edit_config::Setting>,
+        /// Merge this YAML or JSON document (- for stdin) as a patch.
+        #[arg(long, value_name = "FILE")]
+        apply: Option<PathBuf>,
+        /// Apply without asking (needed when stdin is not a terminal).
+        #[arg(long)]
+        force: bool,
     },
     /// Raft consensus state.
     Raft {
@@ -353,6 +373,19 @@ pub async fn run(cli: Cli) -> Result<String, CtlError> {
                 .map_err(|s| status_error(&endpoint, s))?
                 .into_inner();
             Ok(output::dsn(&reply, cli.format))
+        }
+        Command::EditConfig {
+            set,
+            pg,
+            apply,
+            force,
+        } => {
+            let args = edit_config::EditArgs {
+                settings: set.into_iter().chain(pg).collect(),
+                apply,
+                force,
+            };
+            edit_config::run(&mut client, &endpoint, &secret, args, cli.format).await
         }
         Command::Raft {
             command: RaftCommand::Status,

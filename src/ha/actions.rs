@@ -218,6 +218,15 @@ pub enum Action {
     /// (never delete it), leaving it empty for a pg_basebackup. Answer:
     /// `Done`.
     MoveDataDirAside,
+    /// Rewrite pgkeel's settings file with the dynamic config's PostgreSQL
+    /// parameters as they are now, then reload the running server (a
+    /// setting that needs a restart shows up as `pending_restart` in the
+    /// next probe). Answer: `Done`.
+    ApplyParameters {
+        /// [`HaConfig::parameters_fingerprint`](super::HaConfig) of the
+        /// parameters being applied.
+        fingerprint: u64,
+    },
 
     // ---- neither lane --------------------------------------------------
     /// Stop every postmaster of this data directory now, by PID, in
@@ -304,6 +313,7 @@ pub enum ActionKind {
     DropSlot,
     Rewind,
     MoveDataDirAside,
+    ApplyParameters,
     Fence,
     Exit,
 }
@@ -328,6 +338,7 @@ impl ActionKind {
                 | ActionKind::DropSlot
                 | ActionKind::Rewind
                 | ActionKind::MoveDataDirAside
+                | ActionKind::ApplyParameters
         )
     }
 
@@ -370,6 +381,7 @@ impl Action {
             Action::DropSlot { .. } => ActionKind::DropSlot,
             Action::Rewind { .. } => ActionKind::Rewind,
             Action::MoveDataDirAside => ActionKind::MoveDataDirAside,
+            Action::ApplyParameters { .. } => ActionKind::ApplyParameters,
             Action::Fence => ActionKind::Fence,
             Action::Exit { .. } => ActionKind::Exit,
         }

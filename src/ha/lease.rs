@@ -49,6 +49,7 @@ impl Ha {
     pub(super) fn lease_lost(&mut self) {
         self.lease = None;
         self.last_keepalive = None;
+        self.renewed_at = None;
         self.published = None;
         if self.leader_revision.take().is_none() {
             return;
@@ -85,9 +86,28 @@ impl Ha {
         }
     }
 
+    /// When the next keepalive is due: `keepalive_interval` after the last
+    /// one was sent, but no later than halfway to `valid_until`. A lease
+    /// keeps the TTL it was granted with, so after an edit that raised
+    /// `keepalive_interval` (checked against the new ttl) the interval may
+    /// be too long for the lease actually held; renewing by half its
+    /// validity keeps it, with time for a retry. `None` before the first.
+    pub(super) fn next_keepalive(&self) -> Option<BootInstant> {
+        let last = self.last_keepalive?;
+        let by_interval = last + self.cfg().keepalive_interval;
+        let halfway = match (self.renewed_at, self.lease.and_then(|l| l.valid_until)) {
+            (Some(sent), Some(until)) if until > sent => {
+                Some(sent + until.saturating_since(sent) / 2)
+            }
+            _ => None,
+        };
+        Some(halfway.map_or(by_interval, |h| h.min(by_interval)))
+    }
+
     /// Keeps the lease alive: a grant when there is none (not while
     /// starting, where a lease on the leader key may be adopted instead,
-    /// nor while shutting down), a keepalive every `keepalive_interval`.
+    /// nor while shutting down), a keepalive when [`Ha::next_keepalive`]
+    /// says.
     pub(super) fn maintain_lease(&mut self, now: BootInstant, out: &mut Vec<Action>) {
         let cfg = self.cfg();
         match self.lease {
@@ -110,9 +130,7 @@ impl Ha {
                 ) {
                     return;
                 }
-                let due = self
-                    .last_keepalive
-                    .is_none_or(|t| now >= t + cfg.keepalive_interval)
+                let due = self.next_keepalive().is_none_or(|t| now >= t)
                     || self.keepalive_retry.is_some_and(|t| now >= t);
                 if due && self.emit(now, out, Action::Keepalive { lease: lease.id }) {
                     self.last_keepalive = Some(now);

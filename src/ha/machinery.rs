@@ -159,10 +159,12 @@ impl Ha {
                     valid_until: Some(valid_until),
                 });
                 self.last_keepalive = Some(sent_at);
+                self.renewed_at = Some(sent_at);
             }
             (Action::Keepalive { lease }, Reply::Lease { valid_until, .. }) => {
                 if let Some(current) = self.lease.as_mut().filter(|l| l.id == lease) {
                     current.valid_until = Some(valid_until);
+                    self.renewed_at = Some(sent_at);
                 }
             }
             (
@@ -285,6 +287,9 @@ impl Ha {
                     self.state = State::Bootstrapping(BootstrapStep::AwaitingLeader);
                 }
             }
+            (Action::ApplyParameters { fingerprint }, _) => {
+                self.parameters_applied = Some(fingerprint);
+            }
             (Action::Fence, _) => {
                 self.must_fence = false;
                 self.patch_pg(|pg| {
@@ -372,6 +377,7 @@ fn reply_fits(kind: ActionKind, reply: Reply) -> bool {
                 | K::DropSlot
                 | K::Rewind
                 | K::MoveDataDirAside
+                | K::ApplyParameters
                 | K::Fence
         ),
         Reply::Won { .. } => matches!(kind, K::AcquireInitialize | K::AcquireLeader),

@@ -96,6 +96,7 @@ mod publish;
 pub mod records;
 mod rejoin;
 mod replica;
+mod settings;
 mod state;
 mod stopping;
 mod switchover;
@@ -116,6 +117,7 @@ pub use candidate::{
 };
 pub use names::sanitize_slot_name;
 pub use rejoin::REWIND_ATTEMPTS;
+pub use settings::{may_restart_for_pending, PendingRestart, SettingValues};
 pub use state::{
     BootstrapStep, CandidateStep, DemotingStep, PrimaryState, RejoinStep, State, StoppingState,
 };
@@ -267,6 +269,10 @@ pub struct Ha {
     retry_at: BTreeMap<ActionKind, BootInstant>,
     /// When the last keepalive (or grant) was sent.
     last_keepalive: Option<BootInstant>,
+    /// When the keepalive (or grant) that set the lease's `valid_until`
+    /// was sent: the lease's validity runs from here (see
+    /// `next_keepalive`).
+    renewed_at: Option<BootInstant>,
     /// A failed keepalive is retried at this instant.
     keepalive_retry: Option<BootInstant>,
     /// The member key as last written.
@@ -315,6 +321,9 @@ pub struct Ha {
     /// The operator's operations: the one being carried out, and what is
     /// remembered about earlier ones (see `operations`).
     ops: operations::OpTracker,
+    /// [`HaConfig::parameters_fingerprint`] of the dynamic PostgreSQL
+    /// parameters last written and reloaded (see `settings`).
+    parameters_applied: Option<u64>,
 }
 
 impl Ha {
@@ -335,6 +344,7 @@ impl Ha {
             inflight: BTreeMap::new(),
             retry_at: BTreeMap::new(),
             last_keepalive: None,
+            renewed_at: None,
             keepalive_retry: None,
             published: None,
             status_published: None,
@@ -353,6 +363,7 @@ impl Ha {
             handed_over: None,
             handover_failure: None,
             ops: operations::OpTracker::default(),
+            parameters_applied: None,
         }
     }
 
@@ -435,7 +446,7 @@ impl Ha {
         let mut at: Vec<BootInstant> = Vec::new();
         if let Some(lease) = self.lease {
             at.extend(lease.valid_until);
-            at.extend(self.last_keepalive.map(|t| t + cfg.keepalive_interval));
+            at.extend(self.next_keepalive());
             at.extend(self.keepalive_retry);
         }
         at.extend(self.last_probe.map(|t| t + self.probe_interval()));
@@ -509,6 +520,7 @@ impl Ha {
                 break;
             }
         }
+        self.apply_parameters(now, out);
         self.maintain_lease(now, out);
         self.publish_member(now, out);
         self.probe_if_due(now, out);

@@ -217,6 +217,14 @@ impl Ha {
                 if pending_only && !pg.pending_restart {
                     return End(OpOutcome::Done, "nothing to do: no restart pending".into());
                 }
+                // The settings a standby must match change in the order
+                // PostgreSQL needs (`settings`): a restart that would take
+                // one the wrong way first is held back, with the reason.
+                if pg.pending_restart {
+                    if let Err(why) = self.may_restart_for_pending_settings() {
+                        return End(OpOutcome::Refused, why);
+                    }
+                }
                 Go
             }
             OperationKind::Reinitialize => {

@@ -87,6 +87,12 @@ impl Ha {
             timeline: pg.timeline,
             tags: self.node.tags,
             paused: self.cfg().pause,
+            pending_restart: pg.running && pg.pending_restart,
+            must_match: if pg.running {
+                pg.must_match.clone()
+            } else {
+                Default::default()
+            },
         }
     }
 

@@ -72,7 +72,8 @@ pub fn member_record(name: &str, info: &MemberInfo) -> MemberRecord {
         replayed_location: info.replayed_lsn.map(|l| l.0),
         timeline: info.timeline,
         server_version: None,
-        pending_restart: false,
+        pending_restart: info.pending_restart,
+        must_match: info.must_match.clone(),
         tags,
         pause: info.paused,
     }
@@ -100,6 +101,8 @@ fn member_info(r: &MemberRecord) -> MemberInfo {
                 .unwrap_or(1),
         },
         paused: r.pause,
+        pending_restart: r.pending_restart,
+        must_match: r.must_match.clone(),
     }
 }
 
@@ -133,6 +136,7 @@ pub fn ha_config(dcs: &DcsConfig, current: &HaConfig) -> HaConfig {
         maximum_lag_on_failover: dcs.maximum_lag_on_failover,
         primary_start_timeout: dcs.primary_start_timeout,
         pause: dcs.pause,
+        parameters_fingerprint: parameters_fingerprint(&dcs.postgresql.parameters),
         ..current.clone()
     }
 }
@@ -166,6 +170,16 @@ pub fn failover_request(
         return None;
     }
     Some((r, at))
+}
+
+/// Identifies a set of dynamic PostgreSQL parameters for the core, which
+/// reloads them when it changes. Never 0 (the core's "none known").
+pub fn parameters_fingerprint(parameters: &BTreeMap<String, crate::config::Scalar>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    // DefaultHasher::new() has fixed keys: the same map hashes the same.
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    keys::encode(parameters).hash(&mut h);
+    h.finish().max(1)
 }
 
 /// The core's view of the store contents `kv` at `revision`; `wall_now`
@@ -323,6 +337,8 @@ mod tests {
                 ..Default::default()
             },
             paused: true,
+            pending_restart: true,
+            must_match: [("max_connections".to_string(), 150)].into(),
         };
         let rec = keys::encode(&member_record("n2", &info));
         let store: BTreeMap<_, _> = [

@@ -174,6 +174,13 @@ pub struct MemberInfo {
     /// Whether its HA loop runs in maintenance mode (`pause --wait` waits
     /// for every member to say so).
     pub paused: bool,
+    /// Its PostgreSQL runs with a setting that changed and needs a
+    /// restart (`pg_settings.pending_restart`).
+    pub pending_restart: bool,
+    /// The settings a standby must hold at least as high as its primary,
+    /// as its server runs them; empty when not known. Members read each
+    /// other's to order restarts ([`super::may_restart_for_pending`]).
+    pub must_match: super::SettingValues,
 }
 
 /// The role a member's HA loop wants.
@@ -299,6 +306,10 @@ pub struct HaConfig {
     /// stopped, rewound or re-cloned by the HA loop; the lease and fencing
     /// rules still hold.
     pub pause: bool,
+    /// Identifies the dynamic config's PostgreSQL parameters (the driver
+    /// hashes them; 0 stands for none known). When it changes, a running
+    /// server gets them written and reloaded ([`Action::ApplyParameters`](super::Action)).
+    pub parameters_fingerprint: u64,
 }
 
 impl Default for HaConfig {
@@ -315,6 +326,7 @@ impl Default for HaConfig {
             handover_timeout: HANDOVER_TIMEOUT,
             primary_start_timeout: defaults::PRIMARY_START_TIMEOUT,
             pause: false,
+            parameters_fingerprint: 0,
         }
     }
 }
@@ -375,6 +387,11 @@ pub struct PgState {
     pub server_version: Option<u32>,
     /// `pg_settings.pending_restart` while the server answers.
     pub pending_restart: bool,
+    /// The settings a standby must hold at least as high as its primary,
+    /// as the server runs them (see [`super::may_restart_for_pending`]).
+    pub must_match: super::SettingValues,
+    /// The same settings as a restart would make them.
+    pub must_match_pending: super::SettingValues,
 }
 
 impl PgState {

@@ -463,6 +463,8 @@ impl Postgres for FakePostgres {
             role,
             replication: self.replication_rows(),
             pending_restart: false,
+            must_match_running: Default::default(),
+            must_match_pending: Default::default(),
         }))
     }
 

@@ -1,12 +1,18 @@
 //! The SQL pgkeel runs, over tokio-postgres on the node's unix socket.
 
+use std::collections::BTreeMap;
+
 use tokio_postgres::Client;
 
 use crate::config::Authentication;
 
+use super::conf::MUST_MATCH;
 use super::lsn::{parse_lsn, parse_opt};
 use super::types::{ReplicationRow, Running, ServerRole, SlotInfo};
 use super::PgError;
+
+/// Setting values by name.
+type Settings = BTreeMap<String, i64>;
 
 /// Reads role, positions, timeline and replication rows.
 pub(crate) async fn probe(client: &Client, pid: u32) -> Result<Running, PgError> {
@@ -38,6 +44,7 @@ pub(crate) async fn probe(client: &Client, pid: u32) -> Result<Running, PgError>
     let received_tli: Option<i32> = row.try_get(6).map_err(PgError::sql("reading the probe"))?;
     let checkpoint_tli: Option<i32> = row.try_get(7).map_err(PgError::sql("reading the probe"))?;
     let pending_restart: bool = row.try_get(8).map_err(PgError::sql("reading the probe"))?;
+    let (must_match_running, must_match_pending) = must_match(client).await?;
     let (role, timeline) = if in_recovery {
         let streaming: bool = row.try_get(9).map_err(PgError::sql("reading the probe"))?;
         let sender_port: Option<i32> =
@@ -70,7 +77,49 @@ pub(crate) async fn probe(client: &Client, pid: u32) -> Result<Running, PgError>
         role,
         replication: replication(client).await?,
         pending_restart,
+        must_match_running,
+        must_match_pending,
     })
+}
+
+/// The [`MUST_MATCH`] settings as running, and as the configuration files
+/// (the last line that sets each, `postgresql.auto.conf` included) would
+/// make them at a restart. Values that are not integers are left out.
+async fn must_match(client: &Client) -> Result<(Settings, Settings), PgError> {
+    let names = MUST_MATCH
+        .iter()
+        .map(|n| format!("'{n}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let rows = client
+        .query(
+            &format!(
+                "SELECT s.name, s.setting,
+                        coalesce((SELECT f.setting FROM pg_file_settings f
+                                  WHERE f.name = s.name ORDER BY f.seqno DESC LIMIT 1),
+                                 s.boot_val)
+                 FROM pg_settings s WHERE s.name IN ({names})"
+            ),
+            &[],
+        )
+        .await
+        .map_err(PgError::sql("reading the settings standbys must match"))?;
+    let (mut running, mut pending) = (Settings::new(), Settings::new());
+    for row in rows {
+        let text = |i| {
+            row.try_get::<_, Option<String>>(i)
+                .map_err(PgError::sql("reading the settings standbys must match"))
+        };
+        let Some(name) = text(0)? else { continue };
+        let int = |v: Option<String>| v.and_then(|v| v.trim().parse::<i64>().ok());
+        if let Some(v) = int(text(1)?) {
+            running.insert(name.clone(), v);
+        }
+        if let Some(v) = int(text(2)?) {
+            pending.insert(name, v);
+        }
+    }
+    Ok((running, pending))
 }
 
 /// `host:port` of a WAL receiver's sender (`[host]:port` for an IPv6

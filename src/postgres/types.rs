@@ -113,6 +113,15 @@ pub struct Running {
     pub replication: Vec<ReplicationRow>,
     /// Some setting changed that needs a restart (`pg_settings.pending_restart`).
     pub pending_restart: bool,
+    /// The settings a standby must hold at least as high as its primary
+    /// ([`conf::MUST_MATCH`](super::conf::MUST_MATCH)) as the server runs
+    /// them, by name.
+    pub must_match_running: BTreeMap<String, i64>,
+    /// The same settings as the configuration files say now: what a
+    /// restart would run (PostgreSQL's built-in default where no file
+    /// sets one). Differs from the running value while a change is
+    /// pending a restart.
+    pub must_match_pending: BTreeMap<String, i64>,
 }
 
 impl Running {

@@ -56,13 +56,22 @@ pub async fn history(State(s): State<Arc<RestState>>) -> Response {
     Json(rows).into_response()
 }
 
-/// `GET /config`: the dynamic config as stored; 502 (as in Patroni) when
-/// no member has written one yet.
+/// `GET /config`: the dynamic config as stored, its revision as the
+/// `ETag` (for `If-Match` on PATCH/PUT); 502 (as in Patroni) when no
+/// member has written one yet.
 pub async fn config(State(s): State<Arc<RestState>>) -> Response {
     match s.cluster.range(keys::CONFIG).await {
         Ok(kvs) => match kvs.into_iter().find(|kv| kv.key == keys::CONFIG) {
             Some(kv) => match serde_json::from_str::<serde_json::Value>(&kv.value) {
-                Ok(v) => Json(v).into_response(),
+                Ok(v) => {
+                    let mut r = Json(v).into_response();
+                    if let Ok(tag) =
+                        axum::http::HeaderValue::from_str(&format!("\"{}\"", kv.mod_revision))
+                    {
+                        r.headers_mut().insert(axum::http::header::ETAG, tag);
+                    }
+                    r
+                }
                 Err(e) => (
                     StatusCode::INTERNAL_SERVER_ERROR,
                     format!("the store's config key is not JSON ({e}); rewrite it with PUT /config\n"),

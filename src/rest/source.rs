@@ -6,6 +6,7 @@ use futures::future::BoxFuture;
 use crate::admin::operations::OpsKv;
 use crate::admin::{raft_facts, RaftFacts};
 use crate::consensus::types::{Expect, KeyValue};
+use crate::store::config_edit::ConfigAccess;
 use crate::store::{Consistency, Store};
 
 /// What `/cluster`, `/history`, `/config`, `/metrics` and the member
@@ -18,6 +19,11 @@ pub trait ClusterSource: OpsKv + Send + Sync + 'static {
 
     /// Itself as the store the member operations use.
     fn kv(&self) -> &dyn OpsKv;
+    /// The shortest TTL among the leases in force, when known (see
+    /// [`ConfigAccess::shortest_lease_ttl`]).
+    fn shortest_lease_ttl(&self) -> Option<std::time::Duration> {
+        None
+    }
 }
 
 /// The real store of this voter.
@@ -65,5 +71,9 @@ impl ClusterSource for StoreSource {
 
     fn kv(&self) -> &dyn OpsKv {
         self
+    }
+
+    fn shortest_lease_ttl(&self) -> Option<std::time::Duration> {
+        ConfigAccess::shortest_lease_ttl(&self.0)
     }
 }

@@ -183,6 +183,10 @@ pub struct MemberRecord {
     pub timeline: Option<u32>,
     pub server_version: Option<u32>,
     pub pending_restart: bool,
+    /// The settings a standby must hold at least as high as its primary
+    /// (`max_connections`, ...), as the member's server runs them: other
+    /// members read them to order restarts.
+    pub must_match: BTreeMap<String, i64>,
     pub tags: BTreeMap<String, serde_json::Value>,
     /// Its HA loop runs in maintenance mode.
     pub pause: bool,

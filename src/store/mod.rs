@@ -12,6 +12,7 @@
 //! `request_timeout` with an error that says how many voters answered.
 //! Leases follow the rules written in [`lessor`].
 
+pub mod config_edit;
 pub mod keys;
 pub mod leader;
 pub mod lessor;

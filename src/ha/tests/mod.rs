@@ -14,6 +14,7 @@ mod operations;
 mod primary;
 mod rejoin;
 mod replica;
+mod settings;
 mod stopping;
 mod switchover;
 
@@ -67,6 +68,8 @@ pub fn member(name: &str, role: MemberRole, state: MemberState) -> MemberInfo {
         timeline: Some(1),
         tags: MemberTags::default(),
         paused: false,
+        pending_restart: false,
+        must_match: Default::default(),
     }
 }
 

@@ -340,6 +340,32 @@ fn restart_pending_restarts_a_member_that_needs_it() {
 }
 
 #[test]
+fn a_standby_is_not_restarted_below_what_its_primary_runs() {
+    // max_connections is being lowered: 100 pending here while the
+    // primary b still runs 200. The primary must restart first.
+    let settings = |n: i64| [("max_connections".to_string(), n)].into();
+    let v = || replica_with_leader_b().with("b", |m| m.must_match = settings(200));
+    let pg = PgState {
+        pending_restart: true,
+        must_match: settings(200),
+        must_match_pending: settings(100),
+        ..pg_standby(Some("b"))
+    };
+    let mut fx = Fx::new(State::Replica, v(), pg).lease();
+    let out = arrive(&mut fx, with_op(v(), op("p", restart())));
+    assert!(
+        matches!(out.as_slice(), [Action::ReportOperation { .. }]),
+        "{out:?}"
+    );
+    let Some(Action::ReportOperation { message, .. }) = out.first() else {
+        unreachable!()
+    };
+    assert!(message.contains("max_connections"), "{message}");
+    // Nothing was stopped.
+    assert_eq!(done(&mut fx, ActionKind::ReportOperation), vec![]);
+}
+
+#[test]
 fn a_replica_is_reinitialized_from_the_leader() {
     let v = || replica_with_leader_b();
     let mut fx = Fx::new(State::Replica, v(), pg_standby(Some("b"))).lease();

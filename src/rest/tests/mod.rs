@@ -298,6 +298,8 @@ pub fn view(primary_lsn: u64) -> ClusterView {
         timeline: Some(2),
         tags: MemberTags::default(),
         paused: false,
+        pending_restart: false,
+        must_match: Default::default(),
     };
     ClusterView {
         revision: 10,

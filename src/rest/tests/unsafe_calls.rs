@@ -260,18 +260,45 @@ async fn a_node_without_credentials_refuses_unsafe_calls_with_403() {
     assert_eq!(h.source.get("config").as_deref(), Some(STORED));
 }
 
-#[test]
-fn merge_patch_follows_rfc_7386() {
-    use super::super::unsafe_calls::merge_patch;
-    let mut target = serde_json::json!({"a": "b", "c": {"d": "e", "f": "g"}});
-    merge_patch(
-        &mut target,
-        &serde_json::json!({"a": "z", "c": {"f": null}}),
-    );
-    assert_eq!(target, serde_json::json!({"a": "z", "c": {"d": "e"}}));
-    let mut target = serde_json::json!({"a": [1]});
-    merge_patch(&mut target, &serde_json::json!({"a": {"b": 1}}));
-    assert_eq!(target, serde_json::json!({"a": {"b": 1}}));
+#[tokio::test]
+async fn if_match_makes_config_writes_compare_and_set_on_the_etag() {
+    let h = with_config(Credentials::new(None, Some(TOKEN)));
+    let auth = format!("Bearer {TOKEN}");
+    let send = |method: &'static str, tag: &'static str, body: &'static str| {
+        let req = Request::builder()
+            .method(method)
+            .uri("/config")
+            .header("authorization", auth.as_str())
+            .header("if-match", tag)
+            .body(Body::from(body))
+            .unwrap();
+        let app = h.app.clone();
+        async move {
+            let resp = app.oneshot(req).await.unwrap();
+            let code = resp.status();
+            let etag = resp
+                .headers()
+                .get("etag")
+                .map(|v| v.to_str().unwrap_or_default().to_string());
+            let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+            (code, etag, String::from_utf8_lossy(&bytes).into_owned())
+        }
+    };
+    let (code, tag, _) = send("GET", "\"0\"", "").await;
+    assert_eq!((code, tag.as_deref()), (StatusCode::OK, Some("\"1\"")));
+    let (code, _, text) = send("PATCH", "\"9\"", r#"{"loop_wait":"2s"}"#).await;
+    assert_eq!(code, StatusCode::PRECONDITION_FAILED, "{text}");
+    assert!(text.contains("changed since revision 9 was read"), "{text}");
+    let (code, _, text) = send("PUT", "soon", "{}").await;
+    assert_eq!(code, StatusCode::BAD_REQUEST, "{text}");
+    assert_eq!(h.source.get("config").as_deref(), Some(STORED));
+    let (code, tag, text) = send("PATCH", "\"1\"", r#"{"loop_wait":"2s"}"#).await;
+    assert_eq!(code, StatusCode::OK, "{text}");
+    assert_eq!(tag.as_deref(), Some("\"2\""));
+    let (code, _, _) = send("PATCH", "\"1\"", r#"{"loop_wait":"3s"}"#).await;
+    assert_eq!(code, StatusCode::PRECONDITION_FAILED);
+    let stored: serde_json::Value = serde_json::from_str(&h.source.get("config").unwrap()).unwrap();
+    assert_eq!(stored["loop_wait"], "2s");
 }
 
 #[tokio::test]
