@@ -3,6 +3,9 @@
 
 mod convert;
 pub mod dsn;
+mod token;
+
+pub use token::AdminToken;
 
 use tonic::{Request, Response, Status};
 
@@ -18,16 +21,13 @@ use crate::store::{Consistency, Store, VoterProbe};
 /// The admin service of one node.
 pub struct AdminService {
     store: Store,
-    /// The bearer token mutating calls must present (raft.secret).
-    token: String,
+    /// The bearer token mutating calls must present.
+    token: AdminToken,
 }
 
 impl AdminService {
-    pub fn server(store: Store, token: &str) -> AdminServer<Self> {
-        AdminServer::new(AdminService {
-            store,
-            token: token.to_string(),
-        })
+    pub fn server(store: Store, token: AdminToken) -> AdminServer<Self> {
+        AdminServer::new(AdminService { store, token })
     }
 
     /// Every key under `prefix`, through the Raft leader so a node that has
@@ -58,15 +58,7 @@ impl AdminService {
             .get("authorization")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
-        match presented {
-            Some(t) if t == self.token => Ok(()),
-            Some(_) => Err(Status::unauthenticated(
-                "wrong token: pass the cluster's raft.secret with --secret, PGKEEL_SECRET or -c CONFIG",
-            )),
-            None => Err(Status::unauthenticated(
-                "this call changes the store and needs the cluster's raft.secret: pass --secret, PGKEEL_SECRET or -c CONFIG",
-            )),
-        }
+        self.token.check(presented)
     }
 }
 

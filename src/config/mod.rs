@@ -25,6 +25,7 @@ mod error;
 mod node;
 mod postgresql;
 mod raft;
+mod raft_tls;
 mod validate;
 mod value;
 
@@ -39,6 +40,9 @@ pub use error::{ConfigError, Problem};
 pub use node::{LogConfig, RestApiConfig, RestAuthentication, Tags, WatchdogConfig, WatchdogMode};
 pub use postgresql::{Authentication, PgUser, PostgresqlConfig};
 pub use raft::{Peer, RaftConfig};
+#[cfg(feature = "tls")]
+pub(crate) use raft_tls::host_of;
+pub use raft_tls::RaftTls;
 pub use validate::check_timing;
 pub use value::{Scalar, Secret};
 
