@@ -37,8 +37,8 @@ pub struct GrpcTransport {
     /// node's certificate; `None` for plain-text gRPC.
     #[cfg(feature = "tls")]
     tls: Option<tonic::transport::ClientTlsConfig>,
-    /// When a TLS failure with each peer was last logged.
-    tls_logged: Arc<Throttle<String>>,
+    /// When a refusal by each peer was last logged.
+    refusals_logged: Arc<Throttle<String>>,
 }
 
 impl GrpcTransport {
@@ -105,26 +105,36 @@ fn forget(channels: &Mutex<Channels>, addr: &str, id: u64) {
 }
 
 /// Maps a gRPC status from a peer to what the caller can conclude. A
-/// connection that failed in TLS (a certificate, a plain-text peer) is a
-/// refusal, with the reason in one sentence, logged here once per period.
+/// refusal — wrong credentials, or a connection that failed in TLS (a
+/// certificate, a plain-text peer) — is logged here with its reason, once
+/// per period and peer: it needs the operator, not a retry.
 fn status_to_transport(addr: &str, s: &Status, logged: &Throttle<String>) -> TransportError {
-    #[cfg(feature = "tls")]
-    if let Some(reason) = crate::tls::describe(addr, s) {
+    let refused = match s.code() {
+        Code::Unauthenticated | Code::PermissionDenied => Some(format!("{addr}: {}", s.message())),
+        _ => tls_failure(addr, s),
+    };
+    if let Some(reason) = refused {
         if logged.ready(addr.to_string()) {
-            tracing::warn!(peer = addr, "TLS with a peer failed: {reason}");
+            tracing::warn!(peer = addr, "a peer refused this node's call: {reason}");
         }
         return TransportError::Refused(reason);
     }
-    #[cfg(not(feature = "tls"))]
-    let _ = logged;
     match s.code() {
-        Code::Unauthenticated | Code::PermissionDenied => {
-            TransportError::Refused(format!("{addr}: {}", s.message()))
-        }
         // tonic reports connection failures (refused, reset before the
         // request went out, connect timeout) as Unavailable.
         Code::Unavailable => TransportError::Unreachable(format!("{addr}: {}", s.message())),
         _ => TransportError::Failed(format!("{addr}: {}: {}", s.code(), s.message())),
+    }
+}
+
+/// The sentence for a call that failed in TLS; `None` for anything else.
+fn tls_failure(addr: &str, s: &Status) -> Option<String> {
+    #[cfg(feature = "tls")]
+    return crate::tls::describe(addr, s);
+    #[cfg(not(feature = "tls"))]
+    {
+        let _ = (addr, s);
+        None
     }
 }
 
@@ -140,7 +150,7 @@ impl Transport for GrpcTransport {
         let addr = addr.to_string();
         let channel = self.channel(&addr);
         let channels = self.channels.clone();
-        let logged = self.tls_logged.clone();
+        let logged = self.refusals_logged.clone();
         Box::pin(async move {
             let (id, channel) = channel?;
             let payload = serde_json::to_vec(&rpc)

@@ -56,9 +56,9 @@ impl Target {
             (Some(ca), _) => Some(TlsFiles {
                 cafile: ("--cacert", ca.clone()),
                 identity: cli
-                    .cert
+                    .client_cert
                     .clone()
-                    .zip(cli.key.clone())
+                    .zip(cli.client_key.clone())
                     .map(|(c, k)| (("--cert", c), ("--key", k))),
             }),
             (None, Some(t)) => Some(TlsFiles {
@@ -68,7 +68,7 @@ impl Target {
                     ("raft.tls.keyfile", t.keyfile.clone()),
                 )),
             }),
-            (None, None) if cli.cert.is_some() => {
+            (None, None) if cli.client_cert.is_some() => {
                 return Err(CtlError(
                     "--cert is only used over TLS: pass the cluster's CA with --cacert too".into(),
                 ))
@@ -88,7 +88,8 @@ impl Target {
         let scheme = if self.tls.is_some() { "https" } else { "http" };
         let channel = Endpoint::from_shared(format!("{scheme}://{endpoint}"))
             .map_err(|e| CtlError(format!("--endpoint {endpoint:?} is not HOST:PORT: {e}")))?;
-        let channel = with_tls(channel, self.tls.as_ref())?
+        let channel = with_tls(channel, endpoint, self.tls.as_ref(), timeout)
+            .await?
             .connect_timeout(timeout)
             .timeout(timeout);
         channel
@@ -103,8 +104,15 @@ impl Target {
     }
 }
 
+/// TLS on `endpoint` when `tls` says so, after a probe of `addr` has
+/// shown the server accepts this client (see [`crate::tls::ClientTls`]).
 #[cfg(feature = "tls")]
-fn with_tls(endpoint: Endpoint, tls: Option<&TlsFiles>) -> Result<Endpoint, CtlError> {
+async fn with_tls(
+    endpoint: Endpoint,
+    addr: &str,
+    tls: Option<&TlsFiles>,
+    timeout: Duration,
+) -> Result<Endpoint, CtlError> {
     use crate::tls::{client_config, PemFile};
     let Some(tls) = tls else {
         return Ok(endpoint);
@@ -120,13 +128,24 @@ fn with_tls(endpoint: Endpoint, tls: Option<&TlsFiles>) -> Result<Endpoint, CtlE
         tls.identity.as_ref().map(|(c, k)| (pem(c), pem(k))),
     )
     .map_err(|p| CtlError(p.to_string()))?;
+    if let Some(sentence) = config
+        .probe(addr, crate::config::host_of(addr), timeout)
+        .await
+    {
+        return Err(CtlError(sentence));
+    }
     endpoint
-        .tls_config(config)
+        .tls_config(config.tonic)
         .map_err(|e| CtlError(format!("cannot set up TLS: {e}")))
 }
 
 #[cfg(not(feature = "tls"))]
-fn with_tls(endpoint: Endpoint, tls: Option<&TlsFiles>) -> Result<Endpoint, CtlError> {
+async fn with_tls(
+    endpoint: Endpoint,
+    _addr: &str,
+    tls: Option<&TlsFiles>,
+    _timeout: Duration,
+) -> Result<Endpoint, CtlError> {
     match tls {
         None => Ok(endpoint),
         Some(_) => Err(CtlError(

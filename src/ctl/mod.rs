@@ -44,22 +44,23 @@ pub struct Cli {
     /// The client certificate (PEM) for a cluster with
     /// raft.tls.verify_client; with --key.
     #[arg(
-        long,
+        long = "cert",
         env = "PGKEEL_CERT",
         global = true,
         value_name = "FILE",
-        requires = "key"
+        requires = "client_key"
     )]
-    pub cert: Option<PathBuf>,
+    pub client_cert: Option<PathBuf>,
     /// The private key (PEM) of --cert.
+    // Not `key`: `store put KEY VALUE` already has an argument of that id.
     #[arg(
-        long,
+        long = "key",
         env = "PGKEEL_KEY",
         global = true,
         value_name = "FILE",
-        requires = "cert"
+        requires = "client_cert"
     )]
-    pub key: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table, global = true)]
     pub format: Format,

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -35,6 +35,8 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_secs(1);
 /// The first byte of a TLS record carrying a handshake message.
 const TLS_HANDSHAKE: u8 = 0x16;
+/// The largest TLS record (2^14 bytes plus expansion).
+const MAX_RECORD: usize = 16 * 1024 + 2048;
 
 /// The server side of `raft.tls`; never built without the `tls` feature.
 #[cfg(feature = "tls")]
@@ -202,6 +204,7 @@ async fn classify(
             if logged.ready((remote.ip(), "tls-on-plain")) {
                 tracing::warn!(%remote, "a TLS client dialed this plain-text gRPC port and was closed: set raft.tls on this node as on the others (or drop --cacert from pgkeelctl)");
             }
+            close_after_hello(tcp).await;
             None
         }
         (Some(_), false) => {
@@ -236,6 +239,23 @@ async fn classify(
         #[cfg(not(feature = "tls"))]
         (Some(never), true) => match *never {},
     }
+}
+
+/// Reads the client's first TLS record (its ClientHello) and closes
+/// cleanly: the client then reads an end of file in its handshake, which
+/// it can tell apart from a crash, instead of the reset that closing on
+/// unread data would send.
+async fn close_after_hello(mut tcp: TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    let drain = async {
+        let mut header = [0u8; 5];
+        tcp.read_exact(&mut header).await?;
+        let len = usize::from(u16::from_be_bytes([header[3], header[4]]));
+        let mut record = vec![0u8; len.min(MAX_RECORD)];
+        tcp.read_exact(&mut record).await?;
+        tcp.shutdown().await
+    };
+    let _ = tokio::time::timeout(HANDSHAKE_TIMEOUT, drain).await;
 }
 
 /// Accept errors that concern one client only; the next accept may succeed.

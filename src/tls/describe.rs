@@ -12,6 +12,14 @@ pub fn describe(addr: &str, err: &(dyn StdError + 'static)) -> Option<String> {
         if let Some(tls) = as_rustls(e) {
             return Some(sentence(addr, tls));
         }
+        // h2 keeps only the text of an I/O error that ended a connection,
+        // which is how a TLS 1.3 server's verdict on our client certificate
+        // arrives (after the handshake, on the first read).
+        if let Some(alert) = e.to_string().split("received fatal alert: ").nth(1) {
+            if let Some(s) = alert_sentence(addr, alert) {
+                return Some(s);
+            }
+        }
         if let Some(io) = e.downcast_ref::<std::io::Error>() {
             if io.kind() == std::io::ErrorKind::UnexpectedEof
                 && io.to_string().contains("tls handshake")
@@ -47,16 +55,29 @@ fn sentence(addr: &str, e: &Error) -> String {
         Error::InvalidCertificate(c) => {
             format!("the certificate of {addr} was refused ({c:?}) — check it against the cluster's CA")
         }
-        Error::AlertReceived(AlertDescription::CertificateRequired) => format!("{addr} demands a client certificate (raft.tls.verify_client) — pass --cert and --key (raft.tls.certfile and keyfile on a node)"),
-        Error::AlertReceived(
-            AlertDescription::UnknownCA
-            | AlertDescription::BadCertificate
-            | AlertDescription::CertificateUnknown
-            | AlertDescription::DecryptError,
-        ) => format!("{addr} refused this client's certificate ({e}) — present a certificate signed by the cluster's CA"),
+        Error::AlertReceived(alert) => alert_sentence(addr, &format!("{alert:?}"))
+            .unwrap_or_else(|| format!("TLS with {addr} failed: {e}")),
         Error::InvalidMessage(_) | Error::InappropriateMessage { .. } => format!("{addr} does not answer in TLS: it serves plain-text gRPC (no raft.tls there) — set the same raft.tls on every node, or connect without TLS"),
         e => format!("TLS with {addr} failed: {e}"),
     }
+}
+
+/// The sentence for a TLS alert the server sent, by the alert's name
+/// (`CertificateRequired`, `UnknownCA`, ...).
+fn alert_sentence(addr: &str, alert: &str) -> Option<String> {
+    let name = |a: AlertDescription| alert.starts_with(&format!("{a:?}"));
+    if name(AlertDescription::CertificateRequired) {
+        return Some(format!("{addr} demands a client certificate (raft.tls.verify_client) — pass --cert and --key (raft.tls.certfile and keyfile on a node)"));
+    }
+    let refused = [
+        AlertDescription::UnknownCA,
+        AlertDescription::BadCertificate,
+        AlertDescription::CertificateUnknown,
+        AlertDescription::DecryptError,
+    ];
+    refused.into_iter().any(name).then(|| {
+        format!("{addr} refused this client's certificate (alert {alert}) — present a certificate signed by the cluster's CA")
+    })
 }
 
 /// Why this server refused a client's TLS handshake: a short kind (to log

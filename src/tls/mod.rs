@@ -19,7 +19,7 @@ mod describe;
 mod grpc;
 pub mod pem;
 
-pub use client::{client_config, PemFile};
+pub use client::{client_config, ClientTls, PemFile};
 pub use describe::{describe, describe_refused_client};
 pub use grpc::GrpcTls;
 pub use pem::TlsProblem;
