@@ -52,28 +52,29 @@ impl Target {
                 file.and_then(|c| c.raft.admin_token().or(c.raft.secret()))
                     .map(str::to_string)
             });
-        let tls = match (&cli.cacert, file.and_then(|c| c.raft.tls.as_ref())) {
-            (Some(ca), _) => Some(TlsFiles {
-                cafile: ("--cacert", ca.clone()),
-                identity: cli
-                    .client_cert
-                    .clone()
-                    .zip(cli.client_key.clone())
-                    .map(|(c, k)| (("--cert", c), ("--key", k))),
-            }),
-            (None, Some(t)) => Some(TlsFiles {
-                cafile: ("raft.tls.cafile", t.cafile.clone()),
-                identity: Some((
-                    ("raft.tls.certfile", t.certfile.clone()),
-                    ("raft.tls.keyfile", t.keyfile.clone()),
-                )),
-            }),
-            (None, None) if cli.client_cert.is_some() => {
+        // Each file from its flag, else from the node's raft.tls.
+        let node_tls = file.and_then(|c| c.raft.tls.as_ref());
+        let cafile = match (&cli.cacert, node_tls) {
+            (Some(ca), _) => Some(("--cacert", ca.clone())),
+            (None, Some(t)) => Some(("raft.tls.cafile", t.cafile.clone())),
+            (None, None) => None,
+        };
+        let identity = match (&cli.client_cert, &cli.client_key, node_tls) {
+            (Some(c), Some(k), _) => Some((("--cert", c.clone()), ("--key", k.clone()))),
+            (_, _, Some(t)) => Some((
+                ("raft.tls.certfile", t.certfile.clone()),
+                ("raft.tls.keyfile", t.keyfile.clone()),
+            )),
+            _ => None,
+        };
+        let tls = match cafile {
+            Some(cafile) => Some(TlsFiles { cafile, identity }),
+            None if cli.client_cert.is_some() => {
                 return Err(CtlError(
                     "--cert is only used over TLS: pass the cluster's CA with --cacert too".into(),
                 ))
             }
-            (None, None) => None,
+            None => None,
         };
         Ok(Target {
             endpoint,
@@ -165,5 +166,113 @@ pub(crate) fn tls_sentence(
     {
         let _ = (endpoint, e);
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::config::{parse, NodeKind};
+
+    const NODE: &str = "\
+scope: demo
+name: node1
+raft:
+  node_id: 1
+  listen: 127.0.0.1:7001
+  data_dir: ./data/node1/raft
+  secret: 0123456789abcdef-secret
+  peers:
+    - { id: 1, name: node1, address: 127.0.0.1:7001 }
+    - { id: 2, name: node2, address: 127.0.0.1:7002 }
+    - { id: 3, name: witness1, address: 127.0.0.1:7003, witness: true }
+";
+
+    fn target(args: &[&str], file: Option<&Config>) -> Result<Target, CtlError> {
+        let cli = Cli::try_parse_from([&["pgkeelctl"], args, &["list"]].concat()).unwrap();
+        Target::resolve(&cli, file)
+    }
+
+    #[test]
+    fn flags_win_over_the_config_file() {
+        let plain = parse(NODE, "node1.yaml", NodeKind::Data).unwrap();
+        let with_token = parse(
+            &NODE.replace(
+                "  peers:\n",
+                "  admin_token: 0123456789abcdef-admin\n  peers:\n",
+            ),
+            "node1.yaml",
+            NodeKind::Data,
+        )
+        .unwrap();
+        // Token: --token, then --secret, then admin_token, then the secret.
+        let t = |args: &[&str], file| target(args, file).unwrap().token;
+        assert_eq!(
+            t(&[], Some(&plain)).as_deref(),
+            Some("0123456789abcdef-secret")
+        );
+        assert_eq!(
+            t(&[], Some(&with_token)).as_deref(),
+            Some("0123456789abcdef-admin")
+        );
+        assert_eq!(
+            t(&["--secret", "s"], Some(&with_token)).as_deref(),
+            Some("s")
+        );
+        assert_eq!(
+            t(&["--secret", "s", "--token", "x"], Some(&with_token)).as_deref(),
+            Some("x")
+        );
+        assert_eq!(t(&["--endpoint", "h:1"], None), None);
+
+        let found = target(&[], Some(&plain)).unwrap();
+        assert_eq!(found.endpoint, "127.0.0.1:7001");
+        assert_eq!(found.tls, None, "plain text without raft.tls or --cacert");
+        let tls = target(&["--endpoint", "h:1", "--cacert", "ca.crt"], None)
+            .unwrap()
+            .tls;
+        assert_eq!(
+            tls,
+            Some(TlsFiles {
+                cafile: ("--cacert", "ca.crt".into()),
+                identity: None
+            })
+        );
+        let tls = target(
+            &[
+                "--endpoint",
+                "h:1",
+                "--cacert",
+                "ca.crt",
+                "--cert",
+                "a.crt",
+                "--key",
+                "a.key",
+            ],
+            None,
+        )
+        .unwrap()
+        .tls
+        .unwrap();
+        assert_eq!(
+            tls.identity,
+            Some((("--cert", "a.crt".into()), ("--key", "a.key".into())))
+        );
+
+        let err = target(
+            &["--endpoint", "h:1", "--cert", "a.crt", "--key", "a.key"],
+            None,
+        )
+        .unwrap_err();
+        assert!(
+            err.0.contains("pass the cluster's CA with --cacert"),
+            "{err}"
+        );
+        let err = target(&[], None).unwrap_err();
+        assert!(err.0.contains("pass --endpoint HOST:PORT"), "{err}");
+        // --cert without --key is a usage error (exit 2).
+        assert!(Cli::try_parse_from(["pgkeelctl", "--cert", "a.crt", "list"]).is_err());
     }
 }
