@@ -30,7 +30,7 @@ mod validate;
 mod value;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 #[cfg(test)]
 mod tls_tests;
 

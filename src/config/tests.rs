@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use super::*;
 
-const DATA: &str = "\
+/// A valid data node file, the base every case edits.
+pub(crate) const DATA: &str = "\
 scope: demo
 name: node1
 raft:

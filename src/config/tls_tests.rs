@@ -8,22 +8,9 @@ use rcgen::{
     KeyUsagePurpose,
 };
 
+use super::tests::DATA;
 use super::*;
 use crate::admin::AdminToken;
-
-const DATA: &str = "\
-scope: demo
-name: node1
-raft:
-  node_id: 1
-  listen: 127.0.0.1:7001
-  data_dir: ./data/node1/raft
-  secret: 0123456789abcdef-secret
-  peers:
-    - { id: 1, name: node1, address: 127.0.0.1:7001 }
-    - { id: 2, name: node2, address: 127.0.0.1:7002 }
-    - { id: 3, name: witness1, address: 127.0.0.1:7003, witness: true }
-";
 
 /// A CA writing its certificate and the certificates it issues into a
 /// temporary directory.

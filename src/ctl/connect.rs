@@ -174,21 +174,8 @@ mod tests {
     use clap::Parser;
 
     use super::*;
+    use crate::config::tests::DATA;
     use crate::config::{parse, NodeKind};
-
-    const NODE: &str = "\
-scope: demo
-name: node1
-raft:
-  node_id: 1
-  listen: 127.0.0.1:7001
-  data_dir: ./data/node1/raft
-  secret: 0123456789abcdef-secret
-  peers:
-    - { id: 1, name: node1, address: 127.0.0.1:7001 }
-    - { id: 2, name: node2, address: 127.0.0.1:7002 }
-    - { id: 3, name: witness1, address: 127.0.0.1:7003, witness: true }
-";
 
     fn target(args: &[&str], file: Option<&Config>) -> Result<Target, CtlError> {
         let cli = Cli::try_parse_from([&["pgkeelctl"], args, &["list"]].concat()).unwrap();
@@ -197,9 +184,9 @@ raft:
 
     #[test]
     fn flags_win_over_the_config_file() {
-        let plain = parse(NODE, "node1.yaml", NodeKind::Data).unwrap();
+        let plain = parse(DATA, "node1.yaml", NodeKind::Data).unwrap();
         let with_token = parse(
-            &NODE.replace(
+            &DATA.replace(
                 "  peers:\n",
                 "  admin_token: 0123456789abcdef-admin\n  peers:\n",
             ),
