@@ -47,6 +47,7 @@ pub type Acceptor = std::convert::Infallible;
 /// What the router learns about the connection a call came on.
 #[derive(Clone, Debug)]
 pub struct ConnInfo {
+    /// The client's address, for whoever handles the call to name it.
     pub remote: SocketAddr,
     /// A plain-text client on a TLS port: its calls are refused.
     pub plain_on_tls: bool,
