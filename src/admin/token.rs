@@ -50,6 +50,11 @@ impl AdminToken {
         }
     }
 
+    /// The token itself, for a node that forwards an admin call to another.
+    pub fn bearer(&self) -> &str {
+        &self.token
+    }
+
     /// Checks the bearer token a call presented (`None`: no
     /// `authorization` header).
     pub fn check(&self, presented: Option<&str>) -> Result<(), Status> {

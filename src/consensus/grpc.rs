@@ -56,8 +56,11 @@ impl GrpcTransport {
         })
     }
 
+    /// The endpoint of a peer's gRPC port as this node dials it: over TLS
+    /// with this node's certificate when `raft.tls` is set. For any other
+    /// node-to-node call on that port (e.g. forwarding an admin call).
     #[cfg(feature = "tls")]
-    fn endpoint(&self, addr: &str) -> Result<Endpoint, String> {
+    pub fn endpoint(&self, addr: &str) -> Result<Endpoint, String> {
         match &self.tls {
             Some(tls) => Endpoint::from_shared(format!("https://{addr}"))
                 .and_then(|e| e.tls_config(tls.clone()))
@@ -66,8 +69,9 @@ impl GrpcTransport {
         }
     }
 
+    /// The endpoint of a peer's gRPC port as this node dials it.
     #[cfg(not(feature = "tls"))]
-    fn endpoint(&self, addr: &str) -> Result<Endpoint, String> {
+    pub fn endpoint(&self, addr: &str) -> Result<Endpoint, String> {
         Endpoint::from_shared(format!("http://{addr}")).map_err(|e| e.to_string())
     }
 

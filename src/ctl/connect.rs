@@ -83,8 +83,13 @@ impl Target {
         })
     }
 
-    /// Connects, or says in one sentence why not.
-    pub(crate) async fn connect(&self, timeout: Duration) -> Result<Channel, CtlError> {
+    /// Connects within `timeout`, each call bounded by `call_timeout`, or
+    /// says in one sentence why not.
+    pub(crate) async fn connect(
+        &self,
+        timeout: Duration,
+        call_timeout: Duration,
+    ) -> Result<Channel, CtlError> {
         let endpoint = &self.endpoint;
         let scheme = if self.tls.is_some() { "https" } else { "http" };
         let channel = Endpoint::from_shared(format!("{scheme}://{endpoint}"))
@@ -92,7 +97,7 @@ impl Target {
         let channel = with_tls(channel, endpoint, self.tls.as_ref(), timeout)
             .await?
             .connect_timeout(timeout)
-            .timeout(timeout);
+            .timeout(call_timeout);
         channel
             .connect()
             .await

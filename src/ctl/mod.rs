@@ -192,7 +192,7 @@ fn authorized<T>(msg: T, secret: &Option<String>) -> Result<Request<T>, CtlError
 /// Runs one command and returns what to print on stdout.
 pub async fn run(cli: Cli) -> Result<String, CtlError> {
     let target = cli.target()?;
-    let channel = target.connect(cli.timeout).await?;
+    let channel = target.connect(cli.timeout, cli.timeout).await?;
     let (endpoint, secret) = (target.endpoint, target.token);
     let mut client = AdminClient::new(channel);
     match cli.command {
