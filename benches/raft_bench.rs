@@ -4,6 +4,7 @@
 //! ```text
 //! cargo bench --bench raft_bench                   # RSS, write and keepalive latency
 //! cargo bench --bench raft_bench -- --soak 200000  # append + snapshot/purge soak
+//! cargo bench --bench raft_bench -- --tls           # the same over mutual TLS (raft.tls)
 //! ```
 //!
 //! - idle RSS of `pgkeel-witness` and `pgkeel` once the 2 + witness cluster
@@ -19,6 +20,7 @@
 mod procs;
 
 use std::path::Path;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use pgkeel::consensus::grpc::GrpcTransport;
@@ -28,8 +30,10 @@ use pgkeel::consensus::peer::{
 use pgkeel::consensus::types::{Command, Op, Outcome};
 use pgkeel::pb::admin::admin_client::AdminClient;
 use pgkeel::pb::admin::StorePutRequest;
+use pgkeel::tls::{client_config, ClientTls, PemFile};
 use procs::ProcCluster;
 use tonic::metadata::MetadataValue;
+use tonic::transport::Endpoint;
 
 const SECRET: &str = "pgkeel-demo-secret-change-me";
 
@@ -113,10 +117,24 @@ fn print_rss(c: &ProcCluster, label: &str) {
     }
 }
 
+/// The client side of `--tls`: the cluster's CA and the `admin` certificate.
+static TLS: OnceLock<Option<ClientTls>> = OnceLock::new();
+
+fn tls() -> Option<&'static ClientTls> {
+    TLS.get().and_then(Option::as_ref)
+}
+
 async fn admin(endpoint: &str) -> AdminClient<tonic::transport::Channel> {
-    AdminClient::connect(format!("http://{endpoint}"))
-        .await
-        .expect("connect admin")
+    let channel = match tls() {
+        Some(tls) => Endpoint::from_shared(format!("https://{endpoint}"))
+            .and_then(|e| e.tls_config(tls.tonic.clone())),
+        None => Endpoint::from_shared(format!("http://{endpoint}")),
+    }
+    .expect("endpoint")
+    .connect()
+    .await
+    .expect("connect admin");
+    AdminClient::new(channel)
 }
 
 async fn put(client: &mut AdminClient<tonic::transport::Channel>, key: String, value: String) {
@@ -145,7 +163,10 @@ async fn keepalive_latency(
     cluster_id: &str,
     n: usize,
 ) -> Vec<Duration> {
-    let transport = GrpcTransport::new();
+    let transport = match tls() {
+        Some(tls) => GrpcTransport::with_tls(tls.tonic.clone()),
+        None => GrpcTransport::new(),
+    };
     let creds = Credentials {
         scope: "demo".into(),
         cluster_id: cluster_id.into(),
@@ -252,6 +273,16 @@ fn main() {
         .and_then(|v| v.parse::<usize>().ok());
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let mut c = ProcCluster::from_example("two-plus-witness");
+    let tls = args.iter().any(|a| a == "--tls").then(|| {
+        let certs = c.enable_tls(true);
+        let file = |name: &str| certs.join(name);
+        let (ca, cert, key) = (file("ca.crt"), file("admin.crt"), file("admin.key"));
+        let pem = |key, path| PemFile { key, path };
+        client_config(pem("ca", &ca), Some((pem("cert", &cert), pem("key", &key))))
+            .expect("client TLS")
+    });
+    println!("gRPC in mutual TLS: {}", tls.is_some());
+    let _ = TLS.set(tls);
     c.start_all();
     c.wait_healthy(Duration::from_secs(30));
     let status = c.status("node1").expect("status");

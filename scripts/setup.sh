@@ -10,6 +10,8 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then need_pkgs+=(postg
 if ! command -v ip >/dev/null 2>&1; then need_pkgs+=(iproute2); fi
 # iptables for the network stalls of the fault tiers and the stall soak.
 if ! command -v iptables >/dev/null 2>&1; then need_pkgs+=(iptables); fi
+# openssl for scripts/gen-test-certs.sh (the gRPC TLS tests' certificates).
+if ! command -v openssl >/dev/null 2>&1; then need_pkgs+=(openssl); fi
 # A C compiler for crates with C parts.
 if ! command -v cc >/dev/null 2>&1; then need_pkgs+=(build-essential); fi
 # HAProxy with config/examples/haproxy.cfg in front of a real cluster, and

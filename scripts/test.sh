@@ -20,6 +20,14 @@ if grep -E '^(tokio-postgres|axum|rustls|tokio-rustls|ring) ' <<<"$witness_deps"
 fi
 cargo build --release --no-default-features --bin pgkeel-witness
 
+echo "== the witness of a TLS cluster (--features tls) adds rustls and nothing else"
+witness_deps=$(cargo tree -e normal --no-default-features --features tls --prefix none --format '{p}')
+if grep -E '^(tokio-postgres|axum|prometheus-client) ' <<<"$witness_deps"; then
+    echo "FAIL: pgkeel-witness --features tls's dependency path includes the crates above" >&2
+    exit 1
+fi
+cargo check --no-default-features --features tls --bins
+
 echo "== cargo test"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

@@ -29,6 +29,8 @@
 //! - [`fence`] (data nodes only): the fencing thread and the watchdog,
 //!   which stop a primary whose lease ran out even when the runtime stalls.
 //! - [`clock`]: `CLOCK_BOOTTIME`, the lease holder's clock.
+//! - [`tls`] (the `tls` feature): rustls for the gRPC port (`raft.tls`,
+//!   peers and `pgkeelctl`) and the REST API's HTTPS.
 
 pub mod admin;
 #[cfg(feature = "data-node")]
@@ -50,3 +52,5 @@ pub mod rest;
 #[cfg(feature = "data-node")]
 pub mod status;
 pub mod store;
+#[cfg(feature = "tls")]
+pub mod tls;

@@ -53,7 +53,11 @@ fn add(id: NodeId) -> Request<pb::AddMemberRequest> {
 async fn a_joiner_is_added_and_the_raft_leader_removes_itself() {
     let mut c = SimCluster::start(3).await;
     let leader = c.wait_leader(Duration::from_secs(10)).await;
-    let admin = Membership::new(c.store(leader).clone(), &c.secret);
+    let admin = Membership::new(
+        c.store(leader).clone(),
+        &c.secret,
+        pgkeel::consensus::grpc::GrpcTransport::new(),
+    );
 
     tracing::info!("phase: n4 starts with raft.join and forms nothing on its own");
     start_joiner(&mut c, 4).await;
@@ -118,7 +122,11 @@ async fn a_joiner_is_added_and_the_raft_leader_removes_itself() {
 async fn one_change_at_a_time() {
     let mut c = SimCluster::start(3).await;
     let leader = c.wait_leader(Duration::from_secs(10)).await;
-    let admin = Membership::new(c.store(leader).clone(), &c.secret);
+    let admin = Membership::new(
+        c.store(leader).clone(),
+        &c.secret,
+        pgkeel::consensus::grpc::GrpcTransport::new(),
+    );
     start_joiner(&mut c, 4).await;
     start_joiner(&mut c, 5).await;
     admin.add(add(4)).await.expect("n4 is added");

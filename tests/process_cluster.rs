@@ -147,16 +147,9 @@ fn a_node_with_another_secret_is_refused_and_says_so() {
         witness["error"].as_str().unwrap().contains("raft.secret"),
         "{witness}"
     );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let log = std::fs::read_to_string(&c.nodes["witness"].log).unwrap_or_default();
-        if log.contains("refused peer call") && log.contains("raft.secret") {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the witness never logged the refusal:\n{log}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    c.wait_log(
+        "witness",
+        &["refused peer call", "raft.secret"],
+        Duration::from_secs(10),
+    );
 }

@@ -7,9 +7,15 @@ pub mod membership;
 pub mod operations;
 mod operations_rpc;
 pub mod switchover;
+mod token;
+
+pub use token::AdminToken;
+
+use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
+use crate::consensus::grpc::GrpcTransport;
 use crate::consensus::handler::state_name;
 use crate::consensus::peer::StoreError;
 use crate::consensus::types::Expect;
@@ -23,18 +29,24 @@ use crate::store::{Consistency, Store, VoterProbe};
 /// The admin service of one node.
 pub struct AdminService {
     store: Store,
-    /// The bearer token mutating calls must present (raft.secret).
-    token: String,
+    /// The bearer token mutating calls must present.
+    token: AdminToken,
     /// `AddMember` / `RemoveMember`.
     membership: membership::Membership,
 }
 
 impl AdminService {
-    pub fn server(store: Store, token: &str) -> AdminServer<Self> {
+    /// The service; `transport` dials the other voters' gRPC ports (with
+    /// this node's TLS settings) when a call is forwarded to the leader.
+    pub fn server(
+        store: Store,
+        token: AdminToken,
+        transport: Arc<GrpcTransport>,
+    ) -> AdminServer<Self> {
         AdminServer::new(AdminService {
-            membership: membership::Membership::new(store.clone(), token),
+            membership: membership::Membership::new(store.clone(), token.bearer(), transport),
             store,
-            token: token.to_string(),
+            token,
         })
     }
 
@@ -66,15 +78,7 @@ impl AdminService {
             .get("authorization")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
-        match presented {
-            Some(t) if t == self.token => Ok(()),
-            Some(_) => Err(Status::unauthenticated(
-                "wrong token: pass the cluster's raft.secret with --secret, PGKEEL_SECRET or -c CONFIG",
-            )),
-            None => Err(Status::unauthenticated(
-                "this call changes the store and needs the cluster's raft.secret: pass --secret, PGKEEL_SECRET or -c CONFIG",
-            )),
-        }
+        self.token.check(presented)
     }
 }
 

@@ -26,11 +26,14 @@ mod error;
 mod node;
 mod postgresql;
 mod raft;
+mod raft_tls;
 mod validate;
 mod value;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
+#[cfg(test)]
+mod tls_tests;
 
 use std::path::Path;
 
@@ -41,6 +44,9 @@ pub use error::{ConfigError, Problem};
 pub use node::{LogConfig, RestApiConfig, RestAuthentication, Tags, WatchdogConfig, WatchdogMode};
 pub use postgresql::{Authentication, PgUser, PostgresqlConfig};
 pub use raft::{Peer, RaftConfig};
+#[cfg(feature = "tls")]
+pub(crate) use raft_tls::host_of;
+pub use raft_tls::RaftTls;
 pub use validate::check_timing;
 pub(crate) use validate::name_problem;
 pub use value::{Scalar, Secret};

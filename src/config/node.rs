@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use super::addr::{self, host_port_problem};
 use super::defaults;
-use super::raft::FileSecret;
+use super::raft::{FileSecret, SecretSource};
 use super::validate::Problems;
 use super::value::{Scalar, Secret};
 
@@ -118,10 +118,7 @@ impl RestApiConfig {
 
     /// The bearer token, from `token` or from the contents of `token_file`.
     pub fn token(&self) -> Option<&str> {
-        match (&self.token, &self.file_token) {
-            (Some(t), _) | (None, FileSecret::Read(t)) => Some(t.expose()),
-            _ => None,
-        }
+        self.file_token.or_inline(&self.token)
     }
 
     /// The API's URL as published in the member key: `https://` when
@@ -232,46 +229,15 @@ impl RestApiConfig {
     }
 
     fn check_token(&self, p: &mut Problems) {
-        let min = defaults::MIN_SECRET_LEN;
-        match (&self.token, &self.token_file, &self.file_token) {
-            (Some(_), Some(_), _) => p.add(
-                "restapi.token_file",
-                "is set together with restapi.token — keep only one of the two",
-            ),
-            (Some(t), None, _) => {
-                let len = t.expose().chars().count();
-                if len < min {
-                    p.add(
-                        "restapi.token",
-                        format!("is {len} characters long — use at least {min}"),
-                    );
-                }
-            }
-            (None, Some(path), FileSecret::Read(t)) => {
-                let len = t.expose().chars().count();
-                if len < min {
-                    p.add(
-                        "restapi.token_file",
-                        format!(
-                            "{} holds {len} characters — put a token of at least {min} in it",
-                            path.display()
-                        ),
-                    );
-                }
-            }
-            (None, Some(path), FileSecret::Unreadable(e)) => p.add(
-                "restapi.token_file",
-                format!(
-                    "cannot read {}: {e} — create the file or fix the path",
-                    path.display()
-                ),
-            ),
-            (None, Some(_), FileSecret::NotRead) => p.add(
-                "restapi.token_file",
-                "was never read — load the file with config::load or config::parse",
-            ),
-            (None, None, _) => {}
+        SecretSource {
+            key: "restapi.token",
+            inline: &self.token,
+            file_key: "restapi.token_file",
+            file: &self.token_file,
+            read: &self.file_token,
+            what: "token",
         }
+        .check(p);
     }
 }
 

@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::addr::{self, host_port_problem};
+use super::raft_tls::RaftTls;
 use super::validate::{check_name, Problems};
 use super::value::Secret;
 use super::{defaults, duration};
@@ -38,6 +39,18 @@ pub struct RaftConfig {
     /// A file holding the shared secret, read once at load.
     #[serde(default)]
     pub secret_file: Option<PathBuf>,
+    /// The bearer token of mutating admin calls (`pgkeelctl --token`), so
+    /// operators need not hold the peer secret. At most one of
+    /// `admin_token` and `admin_token_file`; when neither is set the
+    /// secret is the admin token. Read it through [`RaftConfig::admin_token`].
+    #[serde(default)]
+    pub admin_token: Option<Secret>,
+    /// A file holding the admin token, read once at load.
+    #[serde(default)]
+    pub admin_token_file: Option<PathBuf>,
+    /// TLS (and with `verify_client`, mutual TLS) on the gRPC port.
+    #[serde(default)]
+    pub tls: Option<RaftTls>,
     /// The initial voters, the same list in every node's file. With
     /// `join: true`: the running cluster's voters plus this node.
     pub peers: Vec<Peer>,
@@ -81,6 +94,9 @@ pub struct RaftConfig {
     /// What `secret_file` held when the file was loaded.
     #[serde(skip)]
     file_secret: FileSecret,
+    /// What `admin_token_file` held when the file was loaded.
+    #[serde(skip)]
+    file_admin_token: FileSecret,
 }
 
 /// The outcome of reading `secret_file`, kept so that `validate()` can report
@@ -102,6 +118,74 @@ impl FileSecret {
             }
             Err(e) => FileSecret::Unreadable(e.to_string()),
         }
+    }
+
+    /// The value given inline, else the one read from the file.
+    pub(crate) fn or_inline<'a>(&'a self, inline: &'a Option<Secret>) -> Option<&'a str> {
+        match (inline, self) {
+            (Some(s), _) | (None, FileSecret::Read(s)) => Some(s.expose()),
+            _ => None,
+        }
+    }
+}
+
+/// A secret that may be written inline (`key`) or in a file (`file_key`),
+/// as `raft.secret`/`raft.secret_file` are.
+pub(crate) struct SecretSource<'a> {
+    pub key: &'a str,
+    pub inline: &'a Option<Secret>,
+    pub file_key: &'a str,
+    pub file: &'a Option<PathBuf>,
+    pub read: &'a FileSecret,
+    /// What the value is called in messages: "secret", "token".
+    pub what: &'a str,
+}
+
+impl SecretSource<'_> {
+    /// At most one of the two, long enough, and a readable file. Whether
+    /// one of them is required is the caller's to say: `false` when
+    /// neither is set.
+    pub(crate) fn check(&self, p: &mut Problems) -> bool {
+        let min = defaults::MIN_SECRET_LEN;
+        let (key, file_key, what) = (self.key, self.file_key, self.what);
+        match (self.inline, self.file) {
+            (Some(_), Some(_)) => p.add(
+                file_key,
+                format!("is set together with {key} — keep only one of the two"),
+            ),
+            (None, None) => return false,
+            (Some(s), None) => {
+                let len = s.expose().chars().count();
+                if len < min {
+                    p.add(
+                        key,
+                        format!("is {len} characters long — use at least {min}"),
+                    );
+                }
+            }
+            (None, Some(path)) => {
+                match self.read {
+                    FileSecret::Read(s) => {
+                        let len = s.expose().chars().count();
+                        if len < min {
+                            p.add(file_key, format!("{} holds {len} characters — put a {what} of at least {min} in it", path.display()));
+                        }
+                    }
+                    FileSecret::Unreadable(e) => p.add(
+                        file_key,
+                        format!(
+                            "cannot read {}: {e} — create the file or fix the path",
+                            path.display()
+                        ),
+                    ),
+                    FileSecret::NotRead => p.add(
+                        file_key,
+                        "was never read — load the file with config::load or config::parse",
+                    ),
+                }
+            }
+        }
+        true
     }
 }
 
@@ -132,10 +216,13 @@ impl RaftConfig {
     /// The shared secret, from `secret` or from the contents of `secret_file`.
     /// `None` only on a config that failed validation.
     pub fn secret(&self) -> Option<&str> {
-        match (&self.secret, &self.file_secret) {
-            (Some(s), _) | (None, FileSecret::Read(s)) => Some(s.expose()),
-            _ => None,
-        }
+        self.file_secret.or_inline(&self.secret)
+    }
+
+    /// The separate admin token, from `admin_token` or `admin_token_file`;
+    /// `None` when the cluster uses its secret as the admin token.
+    pub fn admin_token(&self) -> Option<&str> {
+        self.file_admin_token.or_inline(&self.admin_token)
     }
 
     /// The voter with Raft id `id`.
@@ -148,6 +235,9 @@ impl RaftConfig {
     pub(crate) fn load_secret_file(&mut self) {
         if let Some(path) = &self.secret_file {
             self.file_secret = FileSecret::read(path);
+        }
+        if let Some(path) = &self.admin_token_file {
+            self.file_admin_token = FileSecret::read(path);
         }
     }
 
@@ -179,26 +269,33 @@ impl RaftConfig {
     }
 
     fn check_secret(&self, p: &mut Problems) {
-        let min = defaults::MIN_SECRET_LEN;
-        match (&self.secret, &self.secret_file) {
-            (Some(_), Some(_)) => p.add("raft.secret_file", "is set together with raft.secret — keep only one of the two"),
-            (None, None) => p.add("raft.secret", format!("is required so peers can authenticate each other — set raft.secret (at least {min} characters) or raft.secret_file")),
-            (Some(s), None) => {
-                let len = s.expose().chars().count();
-                if len < min {
-                    p.add("raft.secret", format!("is {len} characters long — use at least {min}"));
-                }
+        let secret = SecretSource {
+            key: "raft.secret",
+            inline: &self.secret,
+            file_key: "raft.secret_file",
+            file: &self.secret_file,
+            read: &self.file_secret,
+            what: "secret",
+        };
+        if !secret.check(p) {
+            p.add("raft.secret", format!("is required so peers can authenticate each other — set raft.secret (at least {} characters) or raft.secret_file", defaults::MIN_SECRET_LEN));
+        }
+        let admin = SecretSource {
+            key: "raft.admin_token",
+            inline: &self.admin_token,
+            file_key: "raft.admin_token_file",
+            file: &self.admin_token_file,
+            read: &self.file_admin_token,
+            what: "token",
+        };
+        admin.check(p);
+        if let (Some(token), Some(secret)) = (self.admin_token(), self.secret()) {
+            if token == secret {
+                p.add("raft.admin_token", "equals raft.secret, so whoever holds the admin token can also pose as a peer — choose a different token, or remove it to use the secret");
             }
-            (None, Some(path)) => match &self.file_secret {
-                FileSecret::Read(s) => {
-                    let len = s.expose().chars().count();
-                    if len < min {
-                        p.add("raft.secret_file", format!("{} holds {len} characters — put a secret of at least {min} in it", path.display()));
-                    }
-                }
-                FileSecret::Unreadable(e) => p.add("raft.secret_file", format!("cannot read {}: {e} — create the file or fix the path", path.display())),
-                FileSecret::NotRead => p.add("raft.secret_file", "was never read — load the file with config::load or config::parse"),
-            },
+        }
+        if let Some(tls) = &self.tls {
+            tls.check(p, &self.advertise_address());
         }
     }
 

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use super::*;
 
-const DATA: &str = "\
+/// A valid data node file, the base every case edits.
+pub(crate) const DATA: &str = "\
 scope: demo
 name: node1
 raft:
@@ -133,6 +134,10 @@ fn bad_cases() -> Vec<(&'static str, NodeKind, String, &'static str, &'static st
         ("no secret", Data, edit(DATA, "  secret: 0123456789abcdef-secret\n", ""), "raft.secret", "or raft.secret_file"),
         ("two secrets", Data, edit(DATA, "  secret: 0123456789abcdef-secret\n", "  secret: 0123456789abcdef-secret\n  secret_file: /nonexistent\n"), "raft.secret_file", "keep only one"),
         ("unreadable secret file", Data, edit(DATA, "  secret: 0123456789abcdef-secret\n", "  secret_file: /nonexistent/pgkeel-secret\n"), "raft.secret_file", "cannot read /nonexistent/pgkeel-secret"),
+        ("admin token too short", Data, edit(DATA, "  peers:\n", "  admin_token: short\n  peers:\n"), "raft.admin_token", "use at least 16"),
+        ("two admin tokens", Data, edit(DATA, "  peers:\n", "  admin_token: 0123456789abcdef-admin\n  admin_token_file: /nonexistent\n  peers:\n"), "raft.admin_token_file", "keep only one"),
+        ("unreadable admin token file", Data, edit(DATA, "  peers:\n", "  admin_token_file: /nonexistent/pgkeel-admin\n  peers:\n"), "raft.admin_token_file", "cannot read /nonexistent/pgkeel-admin"),
+        ("admin token equals the secret", Data, edit(DATA, "  peers:\n", "  admin_token: 0123456789abcdef-secret\n  peers:\n"), "raft.admin_token", "choose a different token"),
         ("ttl breaks the invariant", Data, edit(DATA, "ttl: 5s", "ttl: 2"), "bootstrap.dcs.ttl", "raise ttl to at least 3s"),
         ("invariant with raft timeout", Data, edit(DATA, "  node_id: 1\n", "  node_id: 1\n  election_timeout_max: 4s\n  request_timeout: 4s\n"), "bootstrap.dcs.ttl", "raise ttl to at least 6s"),
         ("ttl above 1h", Data, edit(DATA, "ttl: 5s", "ttl: 2h"), "bootstrap.dcs.ttl", "lower it"),

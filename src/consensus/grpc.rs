@@ -13,6 +13,7 @@ use super::peer::{
     BoxFuture, Credentials, PeerHandler, PeerIdentity, PeerResponse, PeerRpc, Transport,
     TransportError,
 };
+use super::throttle::Throttle;
 use super::types::{NodeId, FORMAT_VERSION};
 use crate::pb::peer::peer_client::PeerClient;
 use crate::pb::peer::peer_server::{Peer, PeerServer};
@@ -32,11 +33,46 @@ type Channels = HashMap<String, (u64, Channel)>;
 pub struct GrpcTransport {
     channels: Arc<Mutex<Channels>>,
     next_id: std::sync::atomic::AtomicU64,
+    /// `raft.tls`'s client side: every peer is dialed over TLS with this
+    /// node's certificate; `None` for plain-text gRPC.
+    #[cfg(feature = "tls")]
+    tls: Option<tonic::transport::ClientTlsConfig>,
+    /// When a refusal by each peer was last logged.
+    refusals_logged: Arc<Throttle<String>>,
 }
 
 impl GrpcTransport {
+    /// Plain-text gRPC to every peer.
     pub fn new() -> Arc<Self> {
         Arc::new(GrpcTransport::default())
+    }
+
+    /// TLS to every peer (see [`crate::tls::GrpcTls::client`]).
+    #[cfg(feature = "tls")]
+    pub fn with_tls(tls: tonic::transport::ClientTlsConfig) -> Arc<Self> {
+        Arc::new(GrpcTransport {
+            tls: Some(tls),
+            ..GrpcTransport::default()
+        })
+    }
+
+    /// The endpoint of a peer's gRPC port as this node dials it: over TLS
+    /// with this node's certificate when `raft.tls` is set. For any other
+    /// node-to-node call on that port (e.g. forwarding an admin call).
+    #[cfg(feature = "tls")]
+    pub fn endpoint(&self, addr: &str) -> Result<Endpoint, String> {
+        match &self.tls {
+            Some(tls) => Endpoint::from_shared(format!("https://{addr}"))
+                .and_then(|e| e.tls_config(tls.clone()))
+                .map_err(|e| e.to_string()),
+            None => Endpoint::from_shared(format!("http://{addr}")).map_err(|e| e.to_string()),
+        }
+    }
+
+    /// The endpoint of a peer's gRPC port as this node dials it.
+    #[cfg(not(feature = "tls"))]
+    pub fn endpoint(&self, addr: &str) -> Result<Endpoint, String> {
+        Endpoint::from_shared(format!("http://{addr}")).map_err(|e| e.to_string())
     }
 
     fn channel(&self, addr: &str) -> Result<(u64, Channel), TransportError> {
@@ -44,7 +80,8 @@ impl GrpcTransport {
         if let Some(ch) = channels.get(addr) {
             return Ok(ch.clone());
         }
-        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+        let endpoint = self
+            .endpoint(addr)
             .map_err(|e| TransportError::Unreachable(format!("bad peer address {addr:?}: {e}")))?
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
@@ -71,16 +108,37 @@ fn forget(channels: &Mutex<Channels>, addr: &str, id: u64) {
     }
 }
 
-/// Maps a gRPC status from a peer to what the caller can conclude.
-fn status_to_transport(addr: &str, s: &Status) -> TransportError {
-    match s.code() {
-        Code::Unauthenticated | Code::PermissionDenied => {
-            TransportError::Refused(format!("{addr}: {}", s.message()))
+/// Maps a gRPC status from a peer to what the caller can conclude. A
+/// refusal — wrong credentials, or a connection that failed in TLS (a
+/// certificate, a plain-text peer) — is logged here with its reason, once
+/// per period and peer: it needs the operator, not a retry.
+fn status_to_transport(addr: &str, s: &Status, logged: &Throttle<String>) -> TransportError {
+    let refused = match s.code() {
+        Code::Unauthenticated | Code::PermissionDenied => Some(format!("{addr}: {}", s.message())),
+        _ => tls_failure(addr, s),
+    };
+    if let Some(reason) = refused {
+        if logged.ready(addr.to_string()) {
+            tracing::warn!(peer = addr, "a peer refused this node's call: {reason}");
         }
+        return TransportError::Refused(reason);
+    }
+    match s.code() {
         // tonic reports connection failures (refused, reset before the
         // request went out, connect timeout) as Unavailable.
         Code::Unavailable => TransportError::Unreachable(format!("{addr}: {}", s.message())),
         _ => TransportError::Failed(format!("{addr}: {}: {}", s.code(), s.message())),
+    }
+}
+
+/// The sentence for a call that failed in TLS; `None` for anything else.
+fn tls_failure(addr: &str, s: &Status) -> Option<String> {
+    #[cfg(feature = "tls")]
+    return crate::tls::describe(addr, s);
+    #[cfg(not(feature = "tls"))]
+    {
+        let _ = (addr, s);
+        None
     }
 }
 
@@ -96,6 +154,7 @@ impl Transport for GrpcTransport {
         let addr = addr.to_string();
         let channel = self.channel(&addr);
         let channels = self.channels.clone();
+        let logged = self.refusals_logged.clone();
         Box::pin(async move {
             let (id, channel) = channel?;
             let payload = serde_json::to_vec(&rpc)
@@ -117,7 +176,7 @@ impl Transport for GrpcTransport {
                         "{addr}: timed out after {timeout:?}"
                     )));
                 }
-                Ok(Err(status)) => return Err(status_to_transport(&addr, &status)),
+                Ok(Err(status)) => return Err(status_to_transport(&addr, &status, &logged)),
                 Ok(Ok(r)) => r.into_inner(),
             };
             decode_reply(&addr, &reply)

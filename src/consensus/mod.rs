@@ -11,6 +11,7 @@ pub mod peer;
 pub mod simnet;
 pub mod sled_util;
 pub mod state_machine;
+pub mod throttle;
 pub mod types;
 
 pub use types::{

@@ -5,11 +5,10 @@
 //! caller from another cluster or with the wrong secret before anything
 //! else looks at the request (DESIGN.md, "Peer traffic").
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use openraft::error::{InstallSnapshotError, RaftError};
 use openraft::raft::{
@@ -18,6 +17,7 @@ use openraft::raft::{
 };
 use serde::{Deserialize, Serialize};
 
+use super::throttle::Throttle;
 use super::types::{Command, CommandResponse, KeyValue, LeaseId, NodeId, TypeConfig};
 
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -204,7 +204,7 @@ pub struct PeerIdentity {
     cluster_id: RwLock<String>,
     /// When each kind of refusal was last logged, so a peer retrying ten
     /// times a second does not flood the log.
-    last_logged: Mutex<HashMap<(NodeId, &'static str), Instant>>,
+    last_logged: Throttle<(NodeId, &'static str)>,
 }
 
 impl PeerIdentity {
@@ -214,7 +214,7 @@ impl PeerIdentity {
             node_id,
             secret: secret.to_string(),
             cluster_id: RwLock::new(String::new()),
-            last_logged: Mutex::new(HashMap::new()),
+            last_logged: Throttle::default(),
         })
     }
 
@@ -274,21 +274,15 @@ impl PeerIdentity {
         } else {
             return Ok(());
         };
-        let now = Instant::now();
-        let mut logged = self.last_logged.lock().unwrap_or_else(|e| e.into_inner());
-        let key = (creds.from, reason);
-        if logged
-            .get(&key)
-            .is_none_or(|t| now.duration_since(*t) >= Duration::from_secs(10))
-        {
-            logged.insert(key, now);
+        if self.last_logged.ready((creds.from, reason)) {
             tracing::warn!(peer = creds.from, "refused peer call: {msg}");
         }
         Err(msg)
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+/// Compares two secrets in time that depends only on their lengths.
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }

@@ -3,18 +3,20 @@
 //! Exit codes: 0 done, 1 refused or failed (one sentence on stderr),
 //! 2 usage.
 
+mod connect;
 mod edit_config;
 mod member;
 mod ops;
 mod output;
 mod switchover;
 
+pub use connect::{Target, TlsFiles};
+
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use tonic::metadata::MetadataValue;
-use tonic::transport::Endpoint;
 use tonic::Request;
 
 use crate::config::{self, Config, NodeKind};
@@ -28,12 +30,41 @@ pub struct Cli {
     /// gRPC address of any node (HOST:PORT).
     #[arg(long, env = "PGKEEL_ENDPOINT", global = true)]
     pub endpoint: Option<String>,
-    /// A node's config file: endpoint and secret are read from it.
+    /// A node's config file: endpoint, token and TLS are read from it.
     #[arg(short = 'c', long = "config", env = "PGKEEL_CONFIG", global = true)]
     pub config: Option<PathBuf>,
-    /// The cluster secret, needed by calls that change anything.
+    /// The cluster secret, needed by calls that change anything when the
+    /// cluster sets no separate raft.admin_token.
     #[arg(long, env = "PGKEEL_SECRET", global = true, hide_env_values = true)]
     pub secret: Option<String>,
+    /// The admin token (raft.admin_token) for calls that change anything;
+    /// wins over --secret.
+    #[arg(long, env = "PGKEEL_TOKEN", global = true, hide_env_values = true)]
+    pub token: Option<String>,
+    /// Connect in TLS, trusting only this CA certificate (PEM; the
+    /// cluster's raft.tls.cafile).
+    #[arg(long, env = "PGKEEL_CACERT", global = true, value_name = "FILE")]
+    pub cacert: Option<PathBuf>,
+    /// The client certificate (PEM) for a cluster with
+    /// raft.tls.verify_client; with --key.
+    #[arg(
+        long = "cert",
+        env = "PGKEEL_CERT",
+        global = true,
+        value_name = "FILE",
+        requires = "client_key"
+    )]
+    pub client_cert: Option<PathBuf>,
+    /// The private key (PEM) of --cert.
+    // Not `key`: `store put KEY VALUE` already has an argument of that id.
+    #[arg(
+        long = "key",
+        env = "PGKEEL_KEY",
+        global = true,
+        value_name = "FILE",
+        requires = "client_cert"
+    )]
+    pub client_key: Option<PathBuf>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table, global = true)]
     pub format: Format,
@@ -233,27 +264,17 @@ fn load_config(path: &std::path::Path) -> Result<Config, CtlError> {
 }
 
 impl Cli {
-    fn resolve(&self) -> Result<(String, Option<String>), CtlError> {
+    /// Where and how to connect: flags and environment, then `-c FILE`.
+    pub fn target(&self) -> Result<Target, CtlError> {
         let file = self.config.as_deref().map(load_config).transpose()?;
-        let endpoint = self
-            .endpoint
-            .clone()
-            .or_else(|| file.as_ref().map(|c| c.raft.advertise_address()))
-            .ok_or_else(|| {
-                CtlError(
-                    "no node to ask: pass --endpoint HOST:PORT, PGKEEL_ENDPOINT or -c CONFIG"
-                        .into(),
-                )
-            })?;
-        let secret = self.secret.clone().or_else(|| {
-            file.as_ref()
-                .and_then(|c| c.raft.secret().map(str::to_string))
-        });
-        Ok((endpoint, secret))
+        Target::resolve(self, file.as_ref())
     }
 }
 
 fn status_error(endpoint: &str, s: tonic::Status) -> CtlError {
+    if let Some(sentence) = connect::tls_sentence(endpoint, &s) {
+        return CtlError(sentence);
+    }
     match s.code() {
         tonic::Code::Unavailable
             if s.message().contains("transport") || s.message().contains("connect") =>
@@ -271,7 +292,7 @@ fn authorized<T>(msg: T, secret: &Option<String>) -> Result<Request<T>, CtlError
     let mut req = Request::new(msg);
     if let Some(s) = secret {
         let value = MetadataValue::try_from(format!("Bearer {s}")).map_err(|_| {
-            CtlError("the secret holds characters that cannot be sent; check it".into())
+            CtlError("the token holds characters that cannot be sent; check it".into())
         })?;
         req.metadata_mut().insert("authorization", value);
     }
@@ -280,24 +301,15 @@ fn authorized<T>(msg: T, secret: &Option<String>) -> Result<Request<T>, CtlError
 
 /// Runs one command and returns what to print on stdout.
 pub async fn run(cli: Cli) -> Result<String, CtlError> {
-    let (endpoint, secret) = cli.resolve()?;
+    let target = cli.target()?;
     // Calls that wait for the cluster get longer than `--timeout`: the
     // channel's bound would otherwise cut them short.
     let call_timeout = match &cli.command {
         Command::Member { command } => command.timeout(cli.timeout),
         other => cli.timeout + other.waits(),
     };
-    let channel = Endpoint::from_shared(format!("http://{endpoint}"))
-        .map_err(|e| CtlError(format!("--endpoint {endpoint:?} is not HOST:PORT: {e}")))?
-        .connect_timeout(cli.timeout)
-        .timeout(call_timeout)
-        .connect()
-        .await
-        .map_err(|e| {
-            CtlError(format!(
-                "cannot reach {endpoint}: is pgkeel running there? ({e})"
-            ))
-        })?;
+    let channel = target.connect(cli.timeout, call_timeout).await?;
+    let (endpoint, secret) = (target.endpoint, target.token);
     let mut client = AdminClient::new(channel);
     let mut call = switchover::Call {
         client: &mut client,

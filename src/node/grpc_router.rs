@@ -1,7 +1,8 @@
 //! Routes gRPC requests on the one port to the peer or the admin service.
 //!
 //! tonic's own router pulls in axum; the witness must not, so this small
-//! router dispatches on the path prefix instead.
+//! router dispatches on the path prefix instead. A call on a plain-text
+//! connection to a TLS port is refused here, whatever its path.
 
 use std::convert::Infallible;
 use std::task::{Context, Poll};
@@ -10,6 +11,8 @@ use tonic::body::Body;
 use tonic::codegen::http::{Request, Response};
 use tonic::codegen::{BoxFuture, Service};
 use tonic::server::NamedService;
+
+use super::incoming::ConnInfo;
 
 /// Two gRPC services behind one port.
 #[derive(Clone)]
@@ -55,7 +58,14 @@ where
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
         let path = req.uri().path().to_string();
-        if under(&path, A::NAME) {
+        let plain_on_tls = req
+            .extensions()
+            .get::<ConnInfo>()
+            .is_some_and(|c| c.plain_on_tls);
+        if plain_on_tls {
+            let status = ConnInfo::refusal();
+            Box::pin(async move { Ok(status.into_http()) })
+        } else if under(&path, A::NAME) {
             let mut svc = self.a.clone();
             Box::pin(async move { svc.call(req).await })
         } else if under(&path, B::NAME) {

@@ -8,6 +8,7 @@ pub mod agent;
 pub mod bootstrap;
 pub mod election_gate;
 pub mod grpc_router;
+pub mod incoming;
 pub mod membership_watch;
 pub mod run;
 pub mod serve;

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use anyhow::Context;
 use tokio::net::TcpListener;
 
+use super::incoming::Acceptor;
 use super::{serve::serve, Voter, VoterSpec};
+use crate::admin::{AdminService, AdminToken};
 use crate::clock::BootClock;
 use crate::config::Config;
 use crate::consensus::grpc::GrpcTransport;
@@ -32,8 +34,13 @@ pub fn members(config: &Config) -> BTreeMap<NodeId, Member> {
         .collect()
 }
 
-/// The voter spec of a validated configuration, talking gRPC.
+/// The voter spec of a validated configuration, talking plain-text gRPC.
 pub fn spec(config: &Config) -> anyhow::Result<VoterSpec> {
+    spec_over(config, GrpcTransport::new())
+}
+
+/// The voter spec of a validated configuration, talking over `transport`.
+fn spec_over(config: &Config, transport: Arc<GrpcTransport>) -> anyhow::Result<VoterSpec> {
     let raft = &config.raft;
     let secret = raft
         .secret()
@@ -52,9 +59,37 @@ pub fn spec(config: &Config) -> anyhow::Result<VoterSpec> {
         request_timeout: raft.request_timeout,
         snapshot_every: raft.snapshot_every,
         cache_capacity: raft.cache_capacity,
-        transport: GrpcTransport::new(),
+        transport,
         clock: Arc::new(BootClock),
     })
+}
+
+/// The transport to peers and the server side of the gRPC port: in TLS
+/// when `raft.tls` is set.
+#[cfg(feature = "tls")]
+fn grpc_tls(config: &Config) -> anyhow::Result<(Arc<GrpcTransport>, Option<Acceptor>)> {
+    let Some(tls) = &config.raft.tls else {
+        return Ok((GrpcTransport::new(), None));
+    };
+    let advertise = config.raft.advertise_address();
+    let tls = crate::tls::GrpcTls::load(tls, crate::config::host_of(&advertise))
+        .map_err(|p| anyhow::anyhow!("{p}"))?;
+    tracing::info!(
+        verify_client = tls.verify_client,
+        "gRPC port in TLS (raft.tls)"
+    );
+    Ok((
+        GrpcTransport::with_tls(tls.client()),
+        Some(tls.acceptor().clone()),
+    ))
+}
+
+#[cfg(not(feature = "tls"))]
+fn grpc_tls(config: &Config) -> anyhow::Result<(Arc<GrpcTransport>, Option<Acceptor>)> {
+    if config.raft.tls.is_some() {
+        anyhow::bail!("raft.tls is set but this binary was built without TLS — build it with the tls feature, or remove raft.tls on every node");
+    }
+    Ok((GrpcTransport::new(), None))
 }
 
 /// Runs one voter (data node or witness) until `shutdown` completes. A data
@@ -78,8 +113,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         }
         false => None,
     };
-    let spec = spec(&config)?;
-    let token = spec.secret.clone();
+    let (transport, tls) = grpc_tls(&config)?;
+    let spec = spec_over(&config, transport.clone())?;
+    let token = AdminToken::from_config(&config.raft)
+        .context("raft.secret is missing; set raft.secret or raft.secret_file")?;
     let voter = Voter::start(spec).await?;
     tracing::info!(
         node = config.raft.node_id,
@@ -92,9 +129,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let server = tokio::spawn(serve(
         voter.identity.clone(),
         voter.handler.clone(),
-        voter.store.clone(),
+        AdminService::server(voter.store.clone(), token, transport),
         listener,
-        token,
+        tls,
         async {
             let _ = grpc_stopped.await;
         },

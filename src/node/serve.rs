@@ -1,38 +1,32 @@
-//! The gRPC port of a voter: peer traffic and the admin service.
+//! The gRPC port of a voter: peer traffic and the admin service, in TLS
+//! when `raft.tls` is set (see [`super::incoming`]).
 
 use std::future::Future;
+use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 
 use super::grpc_router::Router;
-use std::sync::Arc;
-
+use super::incoming::{incoming, Acceptor};
 use crate::admin::AdminService;
 use crate::consensus::grpc::PeerService;
 use crate::consensus::handler::RaftPeerHandler;
 use crate::consensus::peer::PeerIdentity;
-use crate::store::Store;
+use crate::pb::admin::admin_server::AdminServer;
 
 /// Serves the voter's gRPC port on `listener` until `shutdown` completes.
 pub async fn serve(
     identity: Arc<PeerIdentity>,
     handler: Arc<RaftPeerHandler>,
-    store: Store,
+    admin: AdminServer<AdminService>,
     listener: TcpListener,
-    admin_token: String,
+    tls: Option<Acceptor>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let peer = PeerService::server(identity, handler);
-    let admin = AdminService::server(store, &admin_token);
     Server::builder()
-        .tcp_nodelay(true)
-        .serve_with_incoming_shutdown(
-            Router::new(peer, admin),
-            TcpIncoming::from(listener),
-            shutdown,
-        )
+        .serve_with_incoming_shutdown(Router::new(peer, admin), incoming(listener, tls), shutdown)
         .await?;
     Ok(())
 }

@@ -10,7 +10,6 @@
 //! dropped: the listener never answers in clear text.
 
 use std::future::Future;
-use std::io;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,12 +21,12 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio_rustls::rustls::crypto::ring;
-use tokio_rustls::rustls::pki_types::pem::{self, PemObject};
-use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::TlsAcceptor;
 
 use super::{router, RestState};
+use crate::node::incoming::client_error;
+use crate::tls::pem;
 
 /// How long a client has to finish its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -46,8 +45,8 @@ impl RestTls {
     /// a file without the expected PEM section or a key that does not
     /// belong to the certificate is an error naming the file and the fix.
     pub fn load(certfile: &Path, keyfile: &Path) -> anyhow::Result<RestTls> {
-        let certs = read_certs(certfile)?;
-        let key = read_key(keyfile)?;
+        let certs = pem::read_certs("restapi.certfile", certfile)?;
+        let key = pem::read_key("restapi.keyfile", keyfile)?;
         let config = ServerConfig::builder_with_provider(Arc::new(ring::default_provider()))
             .with_safe_default_protocol_versions()
             .context("the ring crypto provider supports no TLS version")?
@@ -62,48 +61,6 @@ impl RestTls {
             })?;
         Ok(RestTls(TlsAcceptor::from(Arc::new(config))))
     }
-}
-
-fn read(key: &str, path: &Path) -> anyhow::Result<Vec<u8>> {
-    std::fs::read(path).map_err(|e| {
-        anyhow::anyhow!(
-            "cannot read {key} {}: {e} — create the file or fix the path",
-            path.display()
-        )
-    })
-}
-
-fn read_certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
-    let text = read("restapi.certfile", path)?;
-    let certs = CertificateDer::pem_slice_iter(&text)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "restapi.certfile {} is not valid PEM ({e}) — write the certificate chain in PEM",
-                path.display()
-            )
-        })?;
-    if certs.is_empty() {
-        anyhow::bail!(
-            "restapi.certfile {} holds no PEM certificate (-----BEGIN CERTIFICATE-----) — point it at the server certificate",
-            path.display()
-        );
-    }
-    Ok(certs)
-}
-
-fn read_key(path: &Path) -> anyhow::Result<PrivateKeyDer<'static>> {
-    let text = read("restapi.keyfile", path)?;
-    PrivateKeyDer::from_pem_slice(&text).map_err(|e| match e {
-        pem::Error::NoItemsFound => anyhow::anyhow!(
-            "restapi.keyfile {} holds no PEM private key (PKCS#8, PKCS#1 or SEC1) — point it at the certificate's private key",
-            path.display()
-        ),
-        e => anyhow::anyhow!(
-            "restapi.keyfile {} is not valid PEM ({e}) — write the private key in PEM",
-            path.display()
-        ),
-    })
 }
 
 /// Serves the API over TLS on `listener` until `shutdown` completes, then
@@ -166,14 +123,4 @@ pub async fn serve_tls(
         tracing::warn!("REST API: requests still in progress after {STOP_GRACE:?}; dropping them");
     }
     Ok(())
-}
-
-/// Accept errors that concern one client only; the next accept may succeed.
-fn client_error(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::ConnectionRefused
-            | io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::ConnectionReset
-    )
 }

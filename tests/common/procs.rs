@@ -391,6 +391,39 @@ impl ProcCluster {
         std::fs::write(path, lines.join("\n") + "\n").expect("write config");
     }
 
+    /// Adds `line` (e.g. `admin_token: x`) to the `raft:` section of the
+    /// node's file, before its `peers:` list.
+    pub fn add_raft_line(&self, file: &str, line: &str) {
+        let path = &self.nodes[file].config;
+        let text = std::fs::read_to_string(path).expect("read config");
+        assert!(
+            text.contains("\n  peers:"),
+            "{} has no raft.peers",
+            path.display()
+        );
+        let text = text.replacen("\n  peers:", &format!("\n  {line}\n  peers:"), 1);
+        std::fs::write(path, text).expect("write config");
+    }
+
+    /// Turns on `raft.tls` in every node's file, with a fresh CA and a
+    /// certificate per node from `scripts/gen-test-certs.sh`, plus a client
+    /// certificate `admin` for pgkeelctl. Returns the certificates' directory.
+    pub fn enable_tls(&self, verify_client: bool) -> PathBuf {
+        let certs = self.dir.path().join("tls");
+        let names = self.names();
+        let mut all: Vec<&str> = names.iter().map(String::as_str).collect();
+        all.push("admin");
+        gen_certs(&certs, &all);
+        for name in &names {
+            let line = format!(
+                "tls: {{ certfile: {dir}/{name}.crt, keyfile: {dir}/{name}.key, cafile: {dir}/ca.crt, verify_client: {verify_client} }}",
+                dir = certs.display()
+            );
+            self.add_raft_line(name, &line);
+        }
+        certs
+    }
+
     /// Sets `bootstrap.dcs.ttl` in every node's file: before the first
     /// start, since only the bootstrapping node's copy reaches the store.
     pub fn set_ttl(&self, ttl: Duration) {
@@ -574,6 +607,23 @@ impl ProcCluster {
         }
     }
 
+    /// Waits until the node's log holds a line containing every one of
+    /// `parts`.
+    pub fn wait_log(&self, node: &str, parts: &[&str], within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let log = std::fs::read_to_string(&self.nodes[node].log).unwrap_or_default();
+            if log.lines().any(|l| parts.iter().all(|p| l.contains(p))) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{node} never logged {parts:?}:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// The tail of every node's log, for failure messages.
     pub fn logs(&self) -> String {
         self.nodes
@@ -621,6 +671,22 @@ impl Drop for ProcCluster {
             }
         }
     }
+}
+
+/// Runs `scripts/gen-test-certs.sh DIR NAME...`: a CA in `dir` (made once)
+/// and a certificate for each name, valid for localhost and 127.0.0.1.
+pub fn gen_certs(dir: &Path, names: &[&str]) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/gen-test-certs.sh");
+    let out = Command::new(script)
+        .arg(dir)
+        .args(names)
+        .output()
+        .expect("run scripts/gen-test-certs.sh");
+    assert!(
+        out.status.success(),
+        "gen-test-certs.sh failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// One HTTP/1.1 request over a fresh connection: the status code and the

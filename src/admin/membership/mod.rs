@@ -19,15 +19,15 @@ pub mod rules;
 mod tests;
 
 use std::collections::BTreeSet;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::ChangeMembers;
 use tonic::metadata::MetadataValue;
-use tonic::transport::Endpoint;
 use tonic::{Request, Status};
 
+use crate::consensus::grpc::GrpcTransport;
 use crate::consensus::types::{Member, NodeId};
 use crate::pb::admin as pb;
 use crate::pb::admin::admin_client::AdminClient;
@@ -54,8 +54,10 @@ const FORWARDED: &str = "x-pgkeel-forwarded";
 /// The membership half of the admin service of one node.
 pub struct Membership {
     store: Store,
-    /// The bearer token sent with a forwarded call (raft.secret).
+    /// The bearer token sent with a forwarded call (the admin token).
     token: String,
+    /// Dials the Raft leader's gRPC port as peers do (TLS when set).
+    transport: Arc<GrpcTransport>,
     /// The change this node runs as Raft leader, if any.
     busy: Mutex<Option<String>>,
 }
@@ -97,10 +99,11 @@ fn change_status(e: RaftError<NodeId, ClientWriteError<NodeId, Member>>) -> Stat
 }
 
 impl Membership {
-    pub fn new(store: Store, token: &str) -> Self {
+    pub fn new(store: Store, token: &str, transport: Arc<GrpcTransport>) -> Self {
         Membership {
             store,
             token: token.to_string(),
+            transport,
             busy: Mutex::new(None),
         }
     }
@@ -127,7 +130,7 @@ impl Membership {
             Route::Here => self.add_here(req, catch_up).await,
             Route::Leader(addr) => {
                 let timeout = catch_up + CHANGE_BOUND;
-                let mut client = client(&addr, timeout).await?;
+                let mut client = client(&self.transport, &addr, timeout).await?;
                 Ok(client.add_member(self.forward(req)?).await?.into_inner())
             }
         }
@@ -151,7 +154,7 @@ impl Membership {
         addr: &str,
         req: pb::RemoveMemberRequest,
     ) -> Result<pb::MembershipReply, Status> {
-        let mut client = client(addr, CHANGE_BOUND).await?;
+        let mut client = client(&self.transport, addr, CHANGE_BOUND).await?;
         Ok(client.remove_member(self.forward(req)?).await?.into_inner())
     }
 
@@ -386,10 +389,12 @@ impl Membership {
 
 /// An admin client of the node at `addr`.
 async fn client(
+    transport: &GrpcTransport,
     addr: &str,
     timeout: Duration,
 ) -> Result<AdminClient<tonic::transport::Channel>, Status> {
-    let channel = Endpoint::from_shared(format!("http://{addr}"))
+    let channel = transport
+        .endpoint(addr)
         .map_err(|e| {
             Status::internal(format!(
                 "the Raft leader's address {addr:?} is unusable: {e}"

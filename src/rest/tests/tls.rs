@@ -179,13 +179,13 @@ fn bad_certificate_and_key_files_are_named_with_the_fix() {
         (
             &missing,
             &id.keyfile(),
-            "cannot read restapi.certfile",
+            "restapi.certfile: cannot read",
             &missing,
         ),
         (
             &id.certfile(),
             &missing,
-            "cannot read restapi.keyfile",
+            "restapi.keyfile: cannot read",
             &missing,
         ),
         (
