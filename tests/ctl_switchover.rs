@@ -294,4 +294,22 @@ fn pause_stops_failover_and_resume_restores_it() {
     tracing::info!("phase: the old primary comes back as a standby by itself");
     c.start(&file);
     wait_led_by(&c, "witness", &new, Duration::from_secs(90));
+
+    tracing::info!("phase: a standby tagged nofailover is refused as a candidate");
+    c.sigterm(&file);
+    c.set_config_line(&file, "nofailover", "true");
+    c.start(&file);
+    wait_led_by(&c, "witness", &new, Duration::from_secs(90));
+    refused(
+        c.ctl(
+            "witness",
+            &["switchover", "--candidate", &leader, "--force"],
+        ),
+        &format!("{leader} is tagged nofailover"),
+    );
+    refused(
+        c.ctl("witness", &["switchover", "--force"]),
+        "no healthy standby to switch over to",
+    );
+    assert_eq!(c.running_leader(&[]).map(|(l, _)| l), Some(new));
 }
