@@ -18,7 +18,7 @@ if grep -E '^(tokio-postgres|axum|rustls|tokio-rustls|ring) ' <<<"$witness_deps"
     echo "FAIL: pgkeel-witness's dependency path includes the crates above" >&2
     exit 1
 fi
-cargo build --release --no-default-features --bin pgkeel-witness
+cargo build --profile witness --no-default-features --bin pgkeel-witness
 
 echo "== the witness of a TLS cluster (--features tls) adds rustls and nothing else"
 witness_deps=$(cargo tree -e normal --no-default-features --features tls --prefix none --format '{p}')
