@@ -12,7 +12,7 @@ cargo fmt --check
 echo "== cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets -- -D warnings
 
-echo "== the witness build pulls in no PostgreSQL, REST, TLS or HA code"
+echo "== the witness build pulls in no PostgreSQL, REST or TLS crates"
 witness_deps=$(cargo tree -e normal --no-default-features --prefix none --format '{p}')
 if grep -E '^(tokio-postgres|axum|rustls|tokio-rustls|ring) ' <<<"$witness_deps"; then
     echo "FAIL: pgkeel-witness's dependency path includes the crates above" >&2
