@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use pgkeel::pb::admin as pb;
 use pgkeel::pb::admin::admin_client::AdminClient;
-use procs::{http, ProcCluster};
+use procs::{http, stderr, stdout, ProcCluster};
 use realpg::{exclusive, runtime, sql, two_plus_witness_streaming};
 use serde_json::Value;
 use tokio::runtime::Runtime;
@@ -28,14 +28,6 @@ use tokio::runtime::Runtime;
 /// The examples' `raft.secret` and REST basic-auth credentials.
 const SECRET: &str = "pgkeel-demo-secret-change-me";
 const REST_USER: &str = "admin:demo-rest-password-change-me";
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).trim().to_string()
-}
 
 /// The stored config and its revision, through `show-config --format json`
 /// and the store (for the revision).
@@ -75,18 +67,6 @@ fn wait_value(rt: &Runtime, c: &ProcCluster, hosts: &[String], query: &str, want
             std::thread::sleep(Duration::from_millis(200));
         }
     }
-}
-
-/// `pgkeelctl` with only an endpoint: no config file, so no secret.
-fn ctl_anonymous(c: &ProcCluster, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_pgkeelctl"))
-        .arg("--endpoint")
-        .arg(&c.nodes["node2"].endpoint)
-        .args(args)
-        .env_remove("PGKEEL_SECRET")
-        .env_remove("PGKEEL_CONFIG")
-        .output()
-        .expect("run pgkeelctl")
 }
 
 /// `pgkeelctl` run through `script`, so that its stdin is a terminal, with
@@ -222,7 +202,7 @@ fn edit_config_through_pgkeelctl_grpc_and_rest() {
     );
 
     tracing::info!("phase: without the secret: refused");
-    let out = ctl_anonymous(&c, &["edit-config", "-s", "loop_wait=3", "--force"]);
+    let out = c.ctl_anonymous("node2", &["edit-config", "-s", "loop_wait=3", "--force"]);
     assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
     assert!(stderr(&out).contains("raft.secret"), "{}", stderr(&out));
     assert_eq!(shown(&c), (doc.clone(), revision), "nothing stored");

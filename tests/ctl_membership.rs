@@ -12,51 +12,11 @@ mod procs;
 #[allow(dead_code)]
 mod realpg;
 
-use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use procs::ProcCluster;
+use procs::{stderr, stdout, ProcCluster};
 use realpg::{exclusive, sql, two_plus_witness_streaming, wait_rows};
 use serde_json::Value;
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).trim().to_string()
-}
-
-/// Runs `pgkeelctl args` through `via` and expects exit 1 with `words` in
-/// the one sentence on stderr.
-fn refused(c: &ProcCluster, via: &str, args: &[&str], words: &str) {
-    let out = c.ctl(via, args);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "pgkeelctl {args:?} should be refused: {} {}",
-        stdout(&out),
-        stderr(&out)
-    );
-    assert!(
-        stderr(&out).contains(words),
-        "pgkeelctl {args:?}: {:?} lacks {words:?}",
-        stderr(&out)
-    );
-}
-
-/// Runs `pgkeelctl args` through `via`, expecting success; returns stdout.
-fn done(c: &ProcCluster, via: &str, args: &[&str]) -> String {
-    let out = c.ctl(via, args);
-    assert!(
-        out.status.success(),
-        "pgkeelctl {args:?} failed: {} {}\n{}",
-        stdout(&out),
-        stderr(&out),
-        c.logs()
-    );
-    stdout(&out)
-}
 
 /// The example's voters, `(name, kind)`.
 const ORIGINAL: [(&str, &str); 3] = [
@@ -111,6 +71,11 @@ fn wait_log(c: &ProcCluster, file: &str, words: &str, within: Duration) {
     }
 }
 
+/// `pgkeelctl ARGS` through `via` must be refused with `words`.
+fn refused(c: &ProcCluster, via: &str, args: &[&str], words: &str) {
+    procs::refusal(&c.ctl(via, args), words);
+}
+
 #[test]
 fn a_third_data_node_joins_streams_and_leaves_again() {
     let Some(_serial) = exclusive() else {
@@ -130,18 +95,7 @@ fn a_third_data_node_joins_streams_and_leaves_again() {
     .expect("rows on the primary");
 
     tracing::info!("phase: a call without the secret is refused");
-    let out = Command::new(env!("CARGO_BIN_EXE_pgkeelctl"))
-        .args([
-            "--endpoint",
-            &c.nodes["node1"].endpoint,
-            "member",
-            "remove",
-            "witness1",
-        ])
-        .env_remove("PGKEEL_SECRET")
-        .env_remove("PGKEEL_CONFIG")
-        .output()
-        .expect("run pgkeelctl");
+    let out = c.ctl_anonymous("node1", &["member", "remove", "witness1"]);
     assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
     assert!(
         stderr(&out).contains("needs the cluster's raft.secret"),
@@ -240,7 +194,7 @@ fn a_third_data_node_joins_streams_and_leaves_again() {
 
     tracing::info!("phase: member add through a follower (forwarded to the Raft leader)");
     let via = follower(&c, &["node1", "node2", "witness"]);
-    let said = done(&c, &via, &add3);
+    let said = c.ctl_ok(&via, &add3);
     assert!(
         said.contains("node3@") && said.contains("is a voter"),
         "{said}"
@@ -257,7 +211,7 @@ fn a_third_data_node_joins_streams_and_leaves_again() {
     let (still, hosts3) = c.wait_streaming(3, Duration::from_secs(90));
     assert_eq!(still, leader, "adding a member does not move the primary");
     wait_rows(&rt, &hosts3["node3"], 50, &c);
-    let table = done(&c, "node3", &["raft", "status"]);
+    let table = c.ctl_ok("node3", &["raft", "status"]);
     assert_eq!(
         table.lines().count(),
         6,
@@ -265,7 +219,7 @@ fn a_third_data_node_joins_streams_and_leaves_again() {
     );
 
     tracing::info!("phase: member remove node3");
-    let said = done(&c, "node1", &["member", "remove", "node3"]);
+    let said = c.ctl_ok("node1", &["member", "remove", "node3"]);
     assert!(
         said.contains("node3 (data node, id 4) is no longer a member"),
         "{said}"
@@ -318,8 +272,7 @@ fn the_witness_is_replaced_online() {
         "waiting to be added",
         Duration::from_secs(30),
     );
-    let json = done(
-        &c,
+    let json = c.ctl_ok(
         "node1",
         &[
             "--format",
@@ -339,7 +292,7 @@ fn the_witness_is_replaced_online() {
 
     tracing::info!("phase: witness1 is removed, then its process killed");
     let via = follower(&c, &["node1", "node2", "witness2"]);
-    let said = done(&c, &via, &["member", "remove", "witness1"]);
+    let said = c.ctl_ok(&via, &["member", "remove", "witness1"]);
     assert!(
         said.contains("witness1 (witness, id 3) is no longer a member"),
         "{said}"

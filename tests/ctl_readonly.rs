@@ -8,10 +8,9 @@
 #[allow(dead_code)]
 mod procs;
 
-use std::process::Output;
 use std::time::{Duration, Instant};
 
-use procs::ProcCluster;
+use procs::{stderr, stdout, ProcCluster};
 use serde_json::Value;
 
 fn init_tracing() {
@@ -19,14 +18,6 @@ fn init_tracing() {
         .with_env_filter("info")
         .with_test_writer()
         .try_init();
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).trim().to_string()
 }
 
 /// Runs `args` through `via` until it exits 0 and `done` accepts its

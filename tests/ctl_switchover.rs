@@ -16,59 +16,10 @@ mod realpg;
 #[allow(dead_code)]
 mod writeloop;
 
-use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use procs::ProcCluster;
+use procs::{refusal, ProcCluster};
 use realpg::{exclusive, runtime, two_plus_witness_streaming, writable_hosts, SUPERUSER_PASSWORD};
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).trim().to_string()
-}
-
-/// `pgkeelctl` through `via` without its config file: no secret.
-fn ctl_anonymous(c: &ProcCluster, via: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_pgkeelctl"))
-        .env_remove("PGKEEL_SECRET")
-        .arg("--endpoint")
-        .arg(&c.nodes[via].endpoint)
-        .args(args)
-        .output()
-        .expect("run pgkeelctl")
-}
-
-/// Runs a command that must be refused: exit 1, stderr saying `says`.
-fn refused(out: Output, says: &str) {
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "expected a refusal, got {:?}: {} / {}",
-        out.status.code(),
-        stdout(&out),
-        stderr(&out)
-    );
-    assert!(
-        stderr(&out).contains(says),
-        "stderr should say {says:?}: {}",
-        stderr(&out)
-    );
-}
-
-/// Runs a command that must succeed; returns its stdout.
-fn done(c: &ProcCluster, out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "pgkeelctl failed: {} / {}\n{}",
-        stdout(&out),
-        stderr(&out),
-        c.logs()
-    );
-    stdout(&out)
-}
 
 /// Waits until `list` through `via` shows `leader` running and every
 /// other data member streaming on the same timeline as the leader.
@@ -119,28 +70,28 @@ fn switchover_and_failover_round_trip_through_pgkeelctl() {
     let timeline = c.timelines("witness")[&first].expect("a timeline");
 
     tracing::info!("phase: refusals change nothing");
-    refused(
-        ctl_anonymous(&c, "node1", &["switchover", "--force"]),
+    refusal(
+        &c.ctl_anonymous("node1", &["switchover", "--force"]),
         "needs the cluster's raft.secret",
     );
-    refused(
-        c.ctl("node1", &["switchover"]),
+    refusal(
+        &c.ctl("node1", &["switchover"]),
         "no terminal is attached: pass --force",
     );
-    refused(
-        c.ctl("node1", &["switchover", "--candidate", "nosuch", "--force"]),
+    refusal(
+        &c.ctl("node1", &["switchover", "--candidate", "nosuch", "--force"]),
         "no data member is named nosuch",
     );
-    refused(
-        c.ctl("node2", &["switchover", "--leader", &second, "--force"]),
+    refusal(
+        &c.ctl("node2", &["switchover", "--leader", &second, "--force"]),
         &format!("{second} is not the leader; {first} is"),
     );
-    refused(
-        c.ctl("node1", &["failover", "--candidate", &first, "--force"]),
+    refusal(
+        &c.ctl("node1", &["failover", "--candidate", &first, "--force"]),
         &format!("{first} is already the primary"),
     );
-    refused(
-        c.ctl(
+    refusal(
+        &c.ctl(
             "node1",
             &[
                 "switchover",
@@ -160,12 +111,9 @@ fn switchover_and_failover_round_trip_through_pgkeelctl() {
     );
 
     tracing::info!("phase: switchover {first} -> {second} through the witness");
-    let said = done(
-        &c,
-        c.ctl(
-            "witness",
-            &["switchover", "--candidate", &second, "--force"],
-        ),
+    let said = c.ctl_ok(
+        "witness",
+        &["switchover", "--candidate", &second, "--force"],
     );
     assert!(
         said.contains(&format!("{second} is the new primary")),
@@ -179,25 +127,22 @@ fn switchover_and_failover_round_trip_through_pgkeelctl() {
     assert!(after > timeline, "no new timeline: {timeline} -> {after}");
 
     tracing::info!("phase: a request with a stale leader is refused");
-    refused(
-        c.ctl("node1", &["switchover", "--leader", &first, "--force"]),
+    refusal(
+        &c.ctl("node1", &["switchover", "--leader", &first, "--force"]),
         &format!("{first} is not the leader; {second} is"),
     );
 
     tracing::info!("phase: failover back to {first} while {second} leads (a handover)");
-    let said = done(
-        &c,
-        c.ctl(
-            "node2",
-            &[
-                "--format",
-                "json",
-                "failover",
-                "--candidate",
-                &first,
-                "--force",
-            ],
-        ),
+    let said = c.ctl_ok(
+        "node2",
+        &[
+            "--format",
+            "json",
+            "failover",
+            "--candidate",
+            &first,
+            "--force",
+        ],
     );
     let reply: serde_json::Value = serde_json::from_str(&said).expect("JSON");
     assert_eq!(reply["new_primary"], first.as_str(), "{reply}");
@@ -210,10 +155,7 @@ fn switchover_and_failover_round_trip_through_pgkeelctl() {
     wait_led_by(&c, "witness", &first, Duration::from_secs(60));
 
     tracing::info!("phase: a scheduled switchover waits for its time, then fires");
-    let said = done(
-        &c,
-        c.ctl("node1", &["switchover", "--scheduled", "+4s", "--force"]),
-    );
+    let said = c.ctl_ok("node1", &["switchover", "--scheduled", "+4s", "--force"]);
     assert!(said.contains("is scheduled"), "{said}");
     let list = c.list("node2").expect("list");
     assert!(
@@ -223,8 +165,8 @@ fn switchover_and_failover_round_trip_through_pgkeelctl() {
         "{list}"
     );
     assert_eq!(c.running_leader(&[]).map(|(l, _)| l), Some(first.clone()));
-    refused(
-        c.ctl("node1", &["switchover", "--force"]),
+    refusal(
+        &c.ctl("node1", &["switchover", "--force"]),
         "is already pending",
     );
     c.wait_new_leader(&first, &[], Duration::from_secs(30));
@@ -252,18 +194,18 @@ fn pause_stops_failover_and_resume_restores_it() {
     let rt = runtime();
     let file = c.file_of(&leader);
 
-    refused(
-        ctl_anonymous(&c, "node1", &["pause"]),
+    refusal(
+        &c.ctl_anonymous("node1", &["pause"]),
         "needs the cluster's raft.secret",
     );
-    let said = done(&c, c.ctl("node2", &["pause", "--wait"]));
+    let said = c.ctl_ok("node2", &["pause", "--wait"]);
     assert!(said.contains("Maintenance mode on"), "{said}");
     let list = c.list("witness").expect("list");
     assert_eq!(list["paused"], true, "{list}");
-    let table = done(&c, c.ctl("witness", &["list"]));
+    let table = c.ctl_ok("witness", &["list"]);
     assert!(table.contains("Maintenance mode: on"), "{table}");
-    refused(
-        c.ctl("node1", &["switchover", "--force"]),
+    refusal(
+        &c.ctl("node1", &["switchover", "--force"]),
         "the cluster is paused",
     );
 
@@ -286,7 +228,7 @@ fn pause_stops_failover_and_resume_restores_it() {
     }
 
     tracing::info!("phase: resume: the surviving standby is promoted");
-    let said = done(&c, c.ctl("witness", &["resume", "--wait"]));
+    let said = c.ctl_ok("witness", &["resume", "--wait"]);
     assert!(said.contains("Maintenance mode off"), "{said}");
     let new = c.wait_new_leader(&leader, &[&file], Duration::from_secs(30));
     assert_ne!(new, leader);
@@ -300,15 +242,15 @@ fn pause_stops_failover_and_resume_restores_it() {
     c.set_config_line(&file, "nofailover", "true");
     c.start(&file);
     wait_led_by(&c, "witness", &new, Duration::from_secs(90));
-    refused(
-        c.ctl(
+    refusal(
+        &c.ctl(
             "witness",
             &["switchover", "--candidate", &leader, "--force"],
         ),
         &format!("{leader} is tagged nofailover"),
     );
-    refused(
-        c.ctl("witness", &["switchover", "--force"]),
+    refusal(
+        &c.ctl("witness", &["switchover", "--force"]),
         "no healthy standby to switch over to",
     );
     assert_eq!(c.running_leader(&[]).map(|(l, _)| l), Some(new));

@@ -13,7 +13,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use procs::{gen_certs, ProcCluster};
+use procs::{gen_certs, refusal, stderr, ProcCluster};
 
 const SECRET: &str = "pgkeel-demo-secret-change-me";
 const ADMIN_TOKEN: &str = "tls-test-admin-token-0123";
@@ -35,18 +35,6 @@ fn ctl_bare(c: &ProcCluster, via: &str, args: &[&str]) -> Output {
         .env_remove("PGKEEL_CONFIG")
         .output()
         .expect("run pgkeelctl")
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).trim().to_string()
-}
-
-/// Exit 1 with one line on stderr that contains `wanted`.
-fn assert_refused(out: &Output, wanted: &str) {
-    let err = stderr(out);
-    assert_eq!(out.status.code(), Some(1), "exit code; stderr: {err}");
-    assert_eq!(err.lines().count(), 1, "one sentence: {err}");
-    assert!(err.contains(wanted), "wanted {wanted:?} in: {err}");
 }
 
 fn path(p: &Path) -> &str {
@@ -96,7 +84,7 @@ fn mutual_tls_cluster_pgkeelctl_admin_token_and_a_plain_peer() {
     assert!(!status["leader"].is_null(), "{status}");
 
     tracing::info!("phase: without the CA, with another CA, without a client certificate");
-    assert_refused(
+    refusal(
         &ctl_bare(&c, "node1", &["raft", "status"]),
         "speaks TLS only",
     );
@@ -106,7 +94,7 @@ fn mutual_tls_cluster_pgkeelctl_admin_token_and_a_plain_peer() {
         Duration::from_secs(10),
     );
     let wrong_ca = other_ca.join("ca.crt");
-    assert_refused(
+    refusal(
         &ctl_bare(
             &c,
             "node1",
@@ -114,7 +102,7 @@ fn mutual_tls_cluster_pgkeelctl_admin_token_and_a_plain_peer() {
         ),
         "is not signed by the trusted CA",
     );
-    assert_refused(
+    refusal(
         &ctl_bare(&c, "node1", &["--cacert", path(&ca), "raft", "status"]),
         "demands a client certificate",
     );
@@ -124,7 +112,7 @@ fn mutual_tls_cluster_pgkeelctl_admin_token_and_a_plain_peer() {
         Duration::from_secs(10),
     );
     let (foreign_cert, foreign_key) = (other_ca.join("admin.crt"), other_ca.join("admin.key"));
-    assert_refused(
+    refusal(
         &ctl_bare(
             &c,
             "node1",
@@ -153,13 +141,13 @@ fn mutual_tls_cluster_pgkeelctl_admin_token_and_a_plain_peer() {
     );
     let mut put = tls_args.to_vec();
     put.extend(["--secret", SECRET, "store", "put", "tls/k", "w"]);
-    assert_refused(
+    refusal(
         &ctl_bare(&c, "node1", &put),
         "wrong token: pass the cluster's raft.admin_token",
     );
     let mut put = tls_args.to_vec();
     put.extend(["store", "put", "tls/k", "w"]);
-    assert_refused(
+    refusal(
         &ctl_bare(&c, "node1", &put),
         "needs the cluster's raft.admin_token",
     );

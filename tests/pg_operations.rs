@@ -16,49 +16,18 @@ mod procs;
 #[allow(dead_code)]
 mod realpg;
 
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
-use procs::{http, ProcCluster};
+use procs::{http, stderr, stdout, ProcCluster};
 use realpg::{exclusive, runtime, sql, two_plus_witness_streaming, wait_rows};
 
 /// The examples' REST credentials.
 const REST_AUTH: &str = "admin:demo-rest-password-change-me";
 
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).trim().to_string()
-}
-
-/// `pgkeelctl ARGS` through `via`, which must exit 0; its stdout.
-fn ok(c: &ProcCluster, via: &str, args: &[&str]) -> String {
-    let out = c.ctl(via, args);
-    assert!(
-        out.status.success(),
-        "pgkeelctl {args:?} failed: {} {}\n{}",
-        stdout(&out),
-        stderr(&out),
-        c.logs()
-    );
-    stdout(&out)
-}
-
-/// `pgkeelctl ARGS` through `via`, which must exit 1; its stderr.
+/// `pgkeelctl ARGS` through `via`, which must exit 1; its sentence.
 fn refused(c: &ProcCluster, via: &str, args: &[&str]) -> String {
-    let out = c.ctl(via, args);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "pgkeelctl {args:?} should be refused: {} {}",
-        stdout(&out),
-        stderr(&out)
-    );
-    let e = stderr(&out);
-    assert_eq!(e.lines().count(), 1, "one sentence: {e}");
-    e
+    procs::refusal(&c.ctl(via, args), "")
 }
 
 /// The postmaster PID of member `m`.
@@ -160,14 +129,14 @@ fn restart_reload_reinit_and_their_refusals_through_pgkeelctl() {
     assert_eq!(pm(&c, &replica), before, "nothing was restarted");
 
     tracing::info!("phase: restart the replica; it streams again");
-    let said = ok(&c, &via, &["restart", &replica]);
+    let said = c.ctl_ok(&via, &["restart", &replica]);
     assert!(said.contains("done — PostgreSQL restarted"), "{said}");
     new_pm(&c, &replica, before, Duration::from_secs(5));
     c.wait_streaming(2, Duration::from_secs(30));
 
     tracing::info!("phase: restart the primary; it keeps the key, writes resume");
     let before = pm(&c, &leader);
-    let said = ok(&c, &via, &["restart", &leader]);
+    let said = c.ctl_ok(&via, &["restart", &leader]);
     assert!(said.contains("done — PostgreSQL restarted"), "{said}");
     new_pm(&c, &leader, before, Duration::from_secs(5));
     let (still, _) = c.wait_streaming(2, Duration::from_secs(30));
@@ -195,7 +164,7 @@ fn restart_reload_reinit_and_their_refusals_through_pgkeelctl() {
         std::thread::sleep(Duration::from_millis(200));
     }
     let (lp, rp) = (pm(&c, &leader), pm(&c, &replica));
-    let said = ok(&c, &via, &["restart", "--pending"]);
+    let said = c.ctl_ok(&via, &["restart", "--pending"]);
     let lines: Vec<&str> = said.lines().collect();
     assert_eq!(lines.len(), 2, "{said}");
     assert!(
@@ -228,7 +197,7 @@ fn restart_reload_reinit_and_their_refusals_through_pgkeelctl() {
     )
     .expect("PATCH /config answers");
     assert_eq!(code, 200, "{body}");
-    let said = ok(&c, &via, &["reload", &leader]);
+    let said = c.ctl_ok(&via, &["reload", &leader]);
     assert!(
         said.contains("done — PostgreSQL reloaded its settings"),
         "{said}"
@@ -241,14 +210,13 @@ fn restart_reload_reinit_and_their_refusals_through_pgkeelctl() {
     };
     let before = pm(&c, &replica);
     let at = when(4);
-    let said = ok(
-        &c,
+    let said = c.ctl_ok(
         &via,
         &["--format", "json", "restart", &replica, "--scheduled", &at],
     );
     let id = ids(&said).pop().expect("an id");
     assert_eq!(pm(&c, &replica), before, "not before its time");
-    let watched = ok(&c, &via, &["watch", &id]);
+    let watched = c.ctl_ok(&via, &["watch", &id]);
     assert!(
         watched.lines().last().is_some_and(|l| l.contains("done")),
         "{watched}"
@@ -259,10 +227,10 @@ fn restart_reload_reinit_and_their_refusals_through_pgkeelctl() {
 
     tracing::info!("phase: a scheduled restart is cancelled; a past time is refused");
     let before = pm(&c, &replica);
-    ok(&c, &via, &["restart", &replica, "--scheduled", &when(3600)]);
+    c.ctl_ok(&via, &["restart", &replica, "--scheduled", &when(3600)]);
     let e = refused(&c, &via, &["restart", &replica]);
     assert!(e.contains("already has a restart pending"), "{e}");
-    let said = ok(&c, &via, &["cancel", "restart", &replica]);
+    let said = c.ctl_ok(&via, &["cancel", "restart", &replica]);
     assert!(
         said.starts_with("cancelled the scheduled restart"),
         "{said}"
@@ -299,7 +267,7 @@ fn restart_reload_reinit_and_their_refusals_through_pgkeelctl() {
         "{}",
         stderr(&out)
     );
-    let said = ok(&c, &via, &["cancel", "switchover"]);
+    let said = c.ctl_ok(&via, &["cancel", "switchover"]);
     assert_eq!(
         said,
         "cancelled the scheduled switchover (operation sw-test)"
@@ -321,7 +289,7 @@ fn restart_reload_reinit_and_their_refusals_through_pgkeelctl() {
     c.wait_streaming(2, Duration::from_secs(30));
 
     tracing::info!("phase: topology shows the replica under the leader");
-    let topo = ok(&c, &via, &["topology"]);
+    let topo = c.ctl_ok(&via, &["topology"]);
     assert!(topo.contains(&format!("\n{leader} ")), "{topo}");
     assert!(topo.contains(&format!("+ {replica} ")), "{topo}");
 
@@ -362,7 +330,7 @@ fn restart_reload_reinit_and_their_refusals_through_pgkeelctl() {
             .count()
     };
     assert_eq!(aside(&data), 0);
-    let said = ok(&c, &via, &["reinit", &replica]);
+    let said = c.ctl_ok(&via, &["reinit", &replica]);
     assert!(
         said.contains("done — cloned again; PostgreSQL runs as a standby"),
         "{said}"

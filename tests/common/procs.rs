@@ -497,6 +497,33 @@ impl ProcCluster {
         }
     }
 
+    /// `pgkeelctl ARGS` through `via`, which must exit 0; its stdout.
+    pub fn ctl_ok(&self, via: &str, args: &[&str]) -> String {
+        let out = self.ctl(via, args);
+        assert!(
+            out.status.success(),
+            "pgkeelctl {args:?} failed: {} / {}\n{}",
+            stdout(&out),
+            stderr(&out),
+            self.logs()
+        );
+        stdout(&out)
+    }
+
+    /// `pgkeelctl ARGS` with only `via`'s endpoint: no config file, so no
+    /// secret or token.
+    pub fn ctl_anonymous(&self, via: &str, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_pgkeelctl"))
+            .env_remove("PGKEEL_SECRET")
+            .env_remove("PGKEEL_TOKEN")
+            .env_remove("PGKEEL_CONFIG")
+            .arg("--endpoint")
+            .arg(&self.nodes[via].endpoint)
+            .args(args)
+            .output()
+            .expect("run pgkeelctl")
+    }
+
     pub fn ctl(&self, via: &str, args: &[&str]) -> Output {
         let node = &self.nodes[via];
         Command::new(env!("CARGO_BIN_EXE_pgkeelctl"))
@@ -717,4 +744,30 @@ pub fn http(
     let (head, body) = text.split_once("\r\n\r\n")?;
     let code = head.split_whitespace().nth(1)?.parse().ok()?;
     Some((code, body.to_string()))
+}
+
+/// A command's stdout, trimmed.
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A command's stderr, trimmed.
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).trim().to_string()
+}
+
+/// `out` is a refusal: exit 1 and one sentence on stderr that contains
+/// `says`. Returns that sentence.
+pub fn refusal(out: &Output, says: &str) -> String {
+    let e = stderr(out);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "expected a refusal, got {:?}: {} / {e}",
+        out.status.code(),
+        stdout(out)
+    );
+    assert_eq!(e.lines().count(), 1, "one sentence: {e}");
+    assert!(e.contains(says), "stderr should say {says:?}: {e}");
+    e
 }
