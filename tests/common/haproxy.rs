@@ -187,10 +187,15 @@ impl Haproxy {
         let deadline = Instant::now() + within;
         loop {
             let states = self.states();
+            // Settled: fully UP where wanted; elsewhere not routable at
+            // all. A server going down ("UP 1/3") still gets sessions.
             let up = |listener: &str, server: &str| {
-                states
-                    .get(&(listener.to_string(), server.to_string()))
-                    .is_some_and(|s| s == "UP")
+                let state = states.get(&(listener.to_string(), server.to_string()));
+                match state.map(String::as_str) {
+                    Some("UP") => Some(true),
+                    Some(s) if s.starts_with("UP") || s == "NOLB" => None,
+                    _ => Some(false),
+                }
             };
             let servers: Vec<&String> = states
                 .keys()
@@ -199,8 +204,8 @@ impl Haproxy {
                 .collect();
             let settled = !servers.is_empty()
                 && servers.iter().all(|s| {
-                    up("primary", s) == (s.as_str() == primary)
-                        && up("replicas", s) == replicas.contains(&s.as_str())
+                    up("primary", s) == Some(s.as_str() == primary)
+                        && up("replicas", s) == Some(replicas.contains(&s.as_str()))
                 });
             if settled {
                 return;
