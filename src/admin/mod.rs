@@ -208,12 +208,10 @@ impl Admin for AdminService {
             cluster_id: self.store.identity().cluster_id(),
             leader: leader.unwrap_or_default().to_string(),
             members: convert::members(leader, &records, &voters),
-            paused: kvs
-                .iter()
-                .find(|kv| kv.key == keys::CONFIG)
-                .and_then(|kv| serde_json::from_str::<serde_json::Value>(&kv.value).ok())
-                .and_then(|c| c.get("pause").and_then(|p| p.as_bool()))
-                .unwrap_or(false),
+            paused: crate::ha::records::dynamic_config(
+                &kvs.iter().map(|kv| (kv.key.clone(), kv.clone())).collect(),
+            )
+            .is_some_and(|dcs| dcs.pause),
             pending_switchover: switchover::pending_line(&kvs),
         }))
     }

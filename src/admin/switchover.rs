@@ -214,10 +214,6 @@ fn refuse_paused(snap: &Snapshot) -> Result<(), Status> {
     Ok(())
 }
 
-fn requested_now() -> String {
-    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
-}
-
 /// A switchover as asked (`leader`, `candidate`, `scheduled_at` may be
 /// empty): validated, stored, and (unless scheduled) waited for, at most
 /// `wait`. The admin service and the REST API both call this.
@@ -262,7 +258,7 @@ pub async fn switchover(
         leader: Some(holder),
         candidate,
         scheduled_at,
-        requested_at: requested_now(),
+        requested_at: keys::format_time(SystemTime::now()),
         state: op_state::PENDING.into(),
         message: String::new(),
     };
@@ -298,7 +294,7 @@ pub async fn failover(
         leader: None,
         candidate: Some(candidate),
         scheduled_at: None,
-        requested_at: requested_now(),
+        requested_at: keys::format_time(SystemTime::now()),
         state: op_state::PENDING.into(),
         message: String::new(),
     };

@@ -460,7 +460,8 @@ pub async fn record_history<P: Postgres>(
         timeline: switch.parent,
         lsn: switch.lsn,
         reason: switch.reason,
-        time: rfc3339_now(),
+        // RFC 3339 UTC, for people reading `history` (never compared).
+        time: keys::format_time(std::time::SystemTime::now()),
         new_leader: me.to_string(),
     });
     let value = serde_json::to_string(&records).map_err(|e| e.to_string())?;
@@ -472,11 +473,6 @@ pub async fn record_history<P: Postgres>(
         Ok(Err(_)) => Err("the history key changed meanwhile".into()),
         Err(e) => Err(e.to_string()),
     }
-}
-
-/// Now as RFC 3339 UTC, for people reading `history` (never compared).
-pub fn rfc3339_now() -> String {
-    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
 }
 
 /// [`Action::FinishFailover`]: writes the outcome into the `failover` key

@@ -27,7 +27,7 @@ pub fn schedule(at: Option<&str>) -> Result<String, CtlError> {
                     "--scheduled {at}: {e}; give +DURATION (+10m) or an RFC 3339 UTC time"
                 ))
             })?;
-            Ok(humantime::format_rfc3339_seconds(SystemTime::now() + d).to_string())
+            Ok(crate::store::keys::format_time(SystemTime::now() + d))
         }
         None => Ok(at.to_string()),
     }
