@@ -58,6 +58,15 @@ pub struct DcsConfig {
     pub primary_start_timeout: Duration,
     /// Synchronous replication policy.
     pub synchronous_mode: SynchronousMode,
+    /// With no synchronous standby available, block writes instead of
+    /// running unprotected.
+    pub synchronous_mode_strict: bool,
+    /// `on`: how many standbys every commit waits for; `quorum`: how many
+    /// of the synchronous set must acknowledge each commit.
+    pub synchronous_node_count: u32,
+    /// Bytes a synchronous standby may lag before a healthier standby
+    /// takes its place; -1 (or any negative value): never swapped for lag.
+    pub maximum_lag_on_syncnode: i64,
     /// PostgreSQL settings shared by every node.
     pub postgresql: DcsPostgresql,
     /// Maintenance mode (`pgkeelctl pause`): no automatic failover, and
@@ -80,6 +89,9 @@ impl Default for DcsConfig {
             maximum_lag_on_failover: defaults::MAXIMUM_LAG_ON_FAILOVER,
             primary_start_timeout: defaults::PRIMARY_START_TIMEOUT,
             synchronous_mode: SynchronousMode::Off,
+            synchronous_mode_strict: false,
+            synchronous_node_count: 1,
+            maximum_lag_on_syncnode: -1,
             postgresql: DcsPostgresql::default(),
             pause: false,
         }
@@ -143,6 +155,22 @@ impl DcsConfig {
         ) {
             p.add(format!("{prefix}ttl"), why);
         }
+        if self.synchronous_node_count == 0 {
+            p.add(
+                format!("{prefix}synchronous_node_count"),
+                "is 0 — a commit must wait for at least one standby; set 1 or more",
+            );
+        }
+        if self
+            .postgresql
+            .parameters
+            .contains_key("synchronous_standby_names")
+        {
+            p.add(
+                format!("{prefix}postgresql.parameters.synchronous_standby_names"),
+                "is set by pgkeel itself from synchronous_mode — remove it and use synchronous_mode, synchronous_node_count",
+            );
+        }
         check_parameters(
             p,
             &format!("{prefix}postgresql.parameters"),
@@ -180,7 +208,8 @@ pub enum SynchronousMode {
 }
 
 impl SynchronousMode {
-    fn as_str(self) -> &'static str {
+    /// The word the config and `pgkeelctl` show.
+    pub fn as_str(self) -> &'static str {
         match self {
             SynchronousMode::Off => "off",
             SynchronousMode::On => "on",

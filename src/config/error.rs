@@ -213,7 +213,7 @@ fn describe(serde_words: &str) -> String {
 }
 
 /// Keys Patroni users put elsewhere than pgkeel reads them.
-const DCS_KEYS: [&str; 9] = [
+const DCS_KEYS: [&str; 12] = [
     "ttl",
     "loop_wait",
     "retry_timeout",
@@ -223,6 +223,9 @@ const DCS_KEYS: [&str; 9] = [
     "maximum_lag_on_failover",
     "primary_start_timeout",
     "synchronous_mode",
+    "synchronous_mode_strict",
+    "synchronous_node_count",
+    "maximum_lag_on_syncnode",
 ];
 const DCS_SECTIONS: [&str; 6] = [
     "etcd",

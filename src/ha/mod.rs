@@ -125,7 +125,8 @@ pub use switchover::candidate_problem;
 pub use view::{
     ClusterView, DataDir, FailoverKind, FailoverRequest, HaConfig, InitializeKey, LeaderKey, Lsn,
     MemberInfo, MemberRole, MemberState, MemberTags, Operation, OperationKind, PgState,
-    ReplicationRow, SlotInfo, StatusKey, Timeline, Upstream, HANDOVER_TIMEOUT, MEMBER_SLOTS_TTL,
+    ReplicationRow, SlotInfo, StatusKey, SyncKey, SyncSettings, Timeline, Upstream,
+    HANDOVER_TIMEOUT, MEMBER_SLOTS_TTL,
 };
 
 /// How often a standby probes while its primary is handing over, so it

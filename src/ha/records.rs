@@ -7,12 +7,14 @@ use std::time::SystemTime;
 
 use super::{
     ClusterView, FailoverKind, FailoverRequest, HaConfig, InitializeKey, LeaderKey, Lsn,
-    MemberInfo, MemberRole, MemberState, MemberTags, Operation, OperationKind, StatusKey,
+    MemberInfo, MemberRole, MemberState, MemberTags, Operation, OperationKind, StatusKey, SyncKey,
+    SyncSettings,
 };
 use crate::config::DcsConfig;
 use crate::consensus::types::KeyValue;
 use crate::store::keys::{
     self, op_kind, op_state, FailoverRecord, InitializeRecord, MemberRecord, StatusRecord,
+    SyncRecord,
 };
 
 fn role_name(r: MemberRole) -> &'static str {
@@ -137,6 +139,14 @@ pub fn ha_config(dcs: &DcsConfig, current: &HaConfig) -> HaConfig {
         primary_start_timeout: dcs.primary_start_timeout,
         pause: dcs.pause,
         parameters_fingerprint: parameters_fingerprint(&dcs.postgresql.parameters),
+        sync: SyncSettings {
+            mode: dcs.synchronous_mode,
+            strict: dcs.synchronous_mode_strict,
+            node_count: dcs.synchronous_node_count.max(1),
+            max_lag: u64::try_from(dcs.maximum_lag_on_syncnode)
+                .ok()
+                .filter(|lag| *lag > 0),
+        },
         ..current.clone()
     }
 }
@@ -228,6 +238,14 @@ pub fn cluster_view(
         candidate: r.candidate,
         due: at.is_none_or(|t| t <= wall_now),
     });
+    let sync = kv.get(keys::SYNC).and_then(|v| {
+        decoded::<SyncRecord>(v).map(|r| SyncKey {
+            leader: r.leader,
+            members: r.sync_standby.into_iter().collect(),
+            quorum: r.quorum,
+            mod_revision: v.mod_revision,
+        })
+    });
     ClusterView {
         revision,
         initialize,
@@ -236,6 +254,7 @@ pub fn cluster_view(
         status,
         config: config.clone(),
         failover,
+        sync,
         operation: None,
     }
 }

@@ -48,11 +48,69 @@ pub struct ClusterView {
     pub config: HaConfig,
     /// The `failover` key, while the request in it is still pending.
     pub failover: Option<FailoverRequest>,
+    /// The `sync` key: who holds every acknowledged commit. Read only in
+    /// synchronous mode.
+    pub sync: Option<SyncKey>,
     /// The operation an operator asked of this node (`operations/<name>`),
     /// only while it is unfinished and due: the driver holds a scheduled
     /// one back until this node's wall clock reaches its time (the core
     /// reads no clocks), then builds a new view.
     pub operation: Option<Operation>,
+}
+
+/// The `sync` key ([`crate::store::keys::SyncRecord`]): every commit the
+/// primary acknowledged is on `leader` and on at least `quorum` members of
+/// `members`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SyncKey {
+    /// The primary that wrote it.
+    pub leader: String,
+    /// The synchronous set.
+    pub members: std::collections::BTreeSet<String>,
+    /// How many of `members` hold each acknowledged commit (0: none is
+    /// sure to).
+    pub quorum: u32,
+    /// The key's `mod_revision`: the primary changes it with a
+    /// compare-and-set on it.
+    pub mod_revision: u64,
+}
+
+impl SyncKey {
+    /// Whether `name` is in the synchronous set.
+    pub fn contains(&self, name: &str) -> bool {
+        self.members.contains(name)
+    }
+}
+
+/// The synchronous replication settings of the dynamic config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyncSettings {
+    /// off, on or quorum.
+    pub mode: crate::config::SynchronousMode,
+    /// Block writes rather than run without a synchronous standby.
+    pub strict: bool,
+    /// `synchronous_node_count`.
+    pub node_count: u32,
+    /// `maximum_lag_on_syncnode`; `None`: never swapped for lag.
+    pub max_lag: Option<u64>,
+}
+
+impl Default for SyncSettings {
+    fn default() -> Self {
+        SyncSettings {
+            mode: crate::config::SynchronousMode::Off,
+            strict: false,
+            node_count: 1,
+            max_lag: None,
+        }
+    }
+}
+
+impl SyncSettings {
+    /// Whether synchronous replication is on (in either form).
+    pub fn enabled(&self) -> bool {
+        self.mode != crate::config::SynchronousMode::Off
+    }
 }
 
 /// An operator's pending switchover or failover (the `failover` key).
@@ -310,6 +368,8 @@ pub struct HaConfig {
     /// hashes them; 0 stands for none known). When it changes, a running
     /// server gets them written and reloaded ([`Action::ApplyParameters`](super::Action)).
     pub parameters_fingerprint: u64,
+    /// Synchronous replication.
+    pub sync: SyncSettings,
 }
 
 impl Default for HaConfig {
@@ -327,6 +387,7 @@ impl Default for HaConfig {
             primary_start_timeout: defaults::PRIMARY_START_TIMEOUT,
             pause: false,
             parameters_fingerprint: 0,
+            sync: SyncSettings::default(),
         }
     }
 }

@@ -279,6 +279,25 @@ impl FailoverRecord {
     }
 }
 
+/// The value of [`SYNC`], written only by the leader key's holder: who
+/// holds every acknowledged commit, so who may be promoted in synchronous
+/// mode (DESIGN.md, "Choosing the new primary"; docs/sync.md).
+///
+/// Meaning: every commit the primary acknowledged is on `leader` and on at
+/// least `quorum` members of `sync_standby`. With `quorum` equal to the
+/// set's size (synchronous_mode `on`), each member holds them all; with
+/// `quorum` 0 nothing is promised and nobody is promoted automatically.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SyncRecord {
+    /// The primary that wrote it.
+    pub leader: String,
+    /// The synchronous set, by member name.
+    pub sync_standby: Vec<String>,
+    /// How many members of the set hold each acknowledged commit.
+    pub quorum: u32,
+}
+
 /// Decodes a record; a malformed value from the store is an error string,
 /// never a panic.
 pub fn decode<T: for<'de> Deserialize<'de>>(key: &str, value: &str) -> Result<T, String> {

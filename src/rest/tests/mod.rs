@@ -337,6 +337,7 @@ pub fn view(primary_lsn: u64) -> ClusterView {
         }),
         config: HaConfig::default(),
         failover: None,
+        sync: None,
         operation: None,
     }
 }
