@@ -239,11 +239,13 @@ pub fn cluster_view(
         due: at.is_none_or(|t| t <= wall_now),
     });
     let sync = kv.get(keys::SYNC).and_then(|v| {
-        decoded::<SyncRecord>(v).map(|r| SyncKey {
-            leader: r.leader,
-            members: r.sync_standby.into_iter().collect(),
-            quorum: r.quorum,
-            mod_revision: v.mod_revision,
+        decoded::<SyncRecord>(v).map(|r| {
+            Box::new(SyncKey {
+                leader: r.leader,
+                members: r.sync_standby.into_iter().collect(),
+                quorum: r.quorum,
+                mod_revision: v.mod_revision,
+            })
         })
     });
     ClusterView {

@@ -50,7 +50,7 @@ pub struct ClusterView {
     pub failover: Option<FailoverRequest>,
     /// The `sync` key: who holds every acknowledged commit. Read only in
     /// synchronous mode.
-    pub sync: Option<SyncKey>,
+    pub sync: Option<Box<SyncKey>>,
     /// The operation an operator asked of this node (`operations/<name>`),
     /// only while it is unfinished and due: the driver holds a scheduled
     /// one back until this node's wall clock reaches its time (the core
