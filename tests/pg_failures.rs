@@ -23,17 +23,12 @@ use std::time::{Duration, Instant};
 
 use procs::ProcCluster;
 use realpg::{
-    exclusive, runtime, sql, two_plus_witness_streaming, wait_rows, writable, writable_hosts,
-    SUPERUSER_PASSWORD,
+    direct_dsn, exclusive, runtime, sql, two_plus_witness_streaming, wait_rows, writable,
+    writable_hosts, SUPERUSER_PASSWORD,
 };
 
 /// The examples' `bootstrap.dcs.ttl`.
 const TTL: Duration = Duration::from_secs(5);
-
-fn direct_dsn(host: &str) -> String {
-    let (h, p) = host.rsplit_once(':').expect("host:port");
-    format!("host={h} port={p} user=postgres password={SUPERUSER_PASSWORD} dbname=postgres")
-}
 
 /// A process of the cluster under test, by PID.
 fn kill(pid: i32, signal: i32) {

@@ -257,6 +257,17 @@ impl ProcCluster {
         data_members: usize,
         within: Duration,
     ) -> (String, BTreeMap<String, String>) {
+        self.try_streaming(data_members, within)
+            .unwrap_or_else(|e| panic!("{e}\n{}", self.logs()))
+    }
+
+    /// [`Self::wait_streaming`] that says why instead of panicking: the
+    /// last `list` seen when `within` has passed.
+    pub fn try_streaming(
+        &self,
+        data_members: usize,
+        within: Duration,
+    ) -> Result<(String, BTreeMap<String, String>), String> {
         let deadline = Instant::now() + within;
         let mut last = None;
         loop {
@@ -265,7 +276,7 @@ impl ProcCluster {
                 .values()
                 .find(|n| n.child.is_some())
                 .map(|n| n.name.clone())
-                .expect("a running node");
+                .ok_or("no node runs")?;
             if let Some(list) = self.list(&via) {
                 let members = list["members"].as_array().cloned().unwrap_or_default();
                 let data: Vec<_> = members.iter().filter(|m| m["role"] != "witness").collect();
@@ -288,18 +299,18 @@ impl ProcCluster {
                             )
                         })
                         .collect();
-                    return (
+                    return Ok((
                         leader[0]["name"].as_str().unwrap_or_default().to_string(),
                         hosts,
-                    );
+                    ));
                 }
                 last = Some(list);
             }
-            assert!(
-                Instant::now() < deadline,
-                "not one leader + streaming replicas within {within:?}: {last:?}\n{}",
-                self.logs()
-            );
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "not one leader + streaming replicas within {within:?}: {last:?}"
+                ));
+            }
             std::thread::sleep(Duration::from_millis(250));
         }
     }

@@ -54,13 +54,31 @@ pub fn two_plus_witness_streaming() -> (
     (c, leader, hosts)
 }
 
+/// A superuser DSN to one member's PostgreSQL at `host:port`.
+pub fn direct_dsn(host: &str) -> String {
+    let (h, p) = host.rsplit_once(':').unwrap_or((host, "5432"));
+    format!("host={h} port={p} user=postgres password={SUPERUSER_PASSWORD} dbname=postgres connect_timeout=3")
+}
+
+/// `query` on `host`: the first column of every row that parses as a number.
 pub fn sql(rt: &tokio::runtime::Runtime, host: &str, query: &str) -> Result<Vec<i64>, String> {
-    let (h, p) = host.rsplit_once(':').ok_or("bad host")?;
-    let conn = format!("host={h} port={p} user=postgres password={SUPERUSER_PASSWORD} dbname=postgres connect_timeout=3");
+    Ok(sql_text(rt, host, query)?
+        .iter()
+        .filter_map(|v| v.parse().ok())
+        .collect())
+}
+
+/// `query` on `host`: the first column of every row, as text.
+pub fn sql_text(
+    rt: &tokio::runtime::Runtime,
+    host: &str,
+    query: &str,
+) -> Result<Vec<String>, String> {
     rt.block_on(async {
-        let (client, connection) = tokio_postgres::connect(&conn, tokio_postgres::NoTls)
-            .await
-            .map_err(|e| e.to_string())?;
+        let (client, connection) =
+            tokio_postgres::connect(&direct_dsn(host), tokio_postgres::NoTls)
+                .await
+                .map_err(|e| e.to_string())?;
         tokio::spawn(connection);
         let rows = client
             .simple_query(query)
@@ -69,7 +87,7 @@ pub fn sql(rt: &tokio::runtime::Runtime, host: &str, query: &str) -> Result<Vec<
         Ok(rows
             .iter()
             .filter_map(|m| match m {
-                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).and_then(|v| v.parse().ok()),
+                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
                 _ => None,
             })
             .collect())

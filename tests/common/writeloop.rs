@@ -3,18 +3,47 @@
 //! `target_session_attrs=read-write`, as an application would connect.
 //! It counts acknowledged writes, records the longest gap between two
 //! acknowledgements, and afterwards tells which acknowledged rows are
-//! missing from a server.
+//! missing from a server. Each acknowledgement also records which server
+//! gave it (port, timeline, WAL position), so a checker can tell two
+//! writable servers apart from one.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+/// One acknowledged write and the server that acknowledged it, as that
+/// server reported it in the INSERT's own `RETURNING` (so it cannot be
+/// another server than the one that committed the row).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ack {
+    pub id: i64,
+    /// `inet_server_port()`: which member (all share 127.0.0.1).
+    pub port: i32,
+    /// The server's timeline at the INSERT (from `pg_walfile_name`).
+    pub timeline: i64,
+    /// `pg_current_wal_insert_lsn()` at the INSERT, in bytes: the commit
+    /// record comes at or after it.
+    pub lsn: i64,
+    /// At the INSERT, `synchronous_standby_names` was set and a standby
+    /// reported `sync` or `quorum`: the commit waited for a standby.
+    pub protected: bool,
+}
+
+/// The identity columns of [`Ack`], returned by every INSERT.
+const RETURNING: &str = "returning inet_server_port(), \
+     ('x' || substr(pg_walfile_name(pg_current_wal_insert_lsn()), 1, 8))::bit(32)::int::bigint, \
+     (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::bigint, \
+     current_setting('synchronous_standby_names') <> '' \
+       and exists (select 1 from pg_stat_replication where sync_state in ('sync', 'quorum'))";
+
 /// What the loop saw.
 #[derive(Debug, Default, Clone)]
 pub struct WriteStats {
     /// Ids whose INSERT returned success.
     pub acked: Vec<i64>,
+    /// The same writes with the server that acknowledged each, in order.
+    pub acks: Vec<Ack>,
     /// Attempts that failed (connection refused, read-only, ...).
     pub failures: u64,
     /// The longest time between two acknowledged writes.
@@ -73,16 +102,28 @@ impl WriteLoop {
                             Err(_) => None,
                         };
                     }
-                    let ok = match &client {
-                        Some(c) => c.execute("insert into writes(id) values ($1)", &[&next_id]).await.is_ok(),
-                        None => false,
+                    let ack = match &client {
+                        Some(c) => c
+                            .query_one(&format!("insert into writes(id) values ($1) {RETURNING}"), &[&next_id])
+                            .await
+                            .ok()
+                            .map(|row| Ack {
+                                id: next_id,
+                                port: row.try_get(0).unwrap_or_default(),
+                                timeline: row.try_get(1).unwrap_or_default(),
+                                lsn: row.try_get(2).unwrap_or_default(),
+                                protected: row.try_get(3).unwrap_or_default(),
+                            }),
+                        None => None,
                     };
+                    let ok = ack.is_some();
                     {
                         let mut stats = st.lock().unwrap_or_else(|e| e.into_inner());
-                        if ok {
+                        if let Some(ack) = ack {
                             stats.longest_gap = stats.longest_gap.max(last_ack.elapsed());
                             last_ack = Instant::now();
                             stats.acked.push(next_id);
+                            stats.acks.push(ack);
                         } else {
                             stats.failures += 1;
                         }
