@@ -4,7 +4,8 @@
 //!
 //! ```text
 //! cargo bench --bench pg_bench                  # every part
-//! cargo bench --bench pg_bench -- hardkill soak # some parts: basics, hardkill, soak, health, haproxy, switchover
+//! cargo bench --bench pg_bench -- hardkill soak # some parts: basics, hardkill, soak, health, haproxy, switchover, sync, hunter
+//! PGKEEL_HUNTER_FAULTS=200 cargo bench --bench pg_bench -- hunter
 //! ```
 //!
 //! - bootstrap: empty data dirs → one primary and a streaming replica;
@@ -34,19 +35,33 @@
 //!   through the multi-host DSN and one behind HAProxy: each one's longest
 //!   write gap and how long pgkeelctl took to return, median of 5 (the old
 //!   primary streams again before each next round).
+//! - sync: commit latency (p50, mean, p99) and tps of pgbench's
+//!   simple-update from one client on the three-data-node example, with
+//!   `synchronous_mode` off, on and quorum in turn, 10 s each;
+//! - hunter: the lost-write hunter (tests/lost_writes.rs) in its long
+//!   mode, 30 faults per mode unless `PGKEEL_HUNTER_FAULTS` says: async,
+//!   on, on + strict, quorum + strict; faults injected, writes
+//!   acknowledged, writes lost.
 
 #[path = "../tests/common/haproxy.rs"]
 #[allow(dead_code)]
 mod haproxy;
+#[path = "../tests/common/hunter.rs"]
+mod hunter;
 #[path = "../tests/common/netstall.rs"]
 mod netstall;
 #[path = "../tests/common/procs.rs"]
 #[allow(dead_code)]
 mod procs;
+#[path = "../tests/common/realpg.rs"]
+#[allow(dead_code)]
+mod realpg;
 #[path = "pg_bench/rest.rs"]
 mod rest;
 #[path = "pg_bench/switchover.rs"]
 mod switchover;
+#[path = "pg_bench/sync.rs"]
+mod sync;
 #[path = "../tests/common/writeloop.rs"]
 #[allow(dead_code)]
 mod writeloop;
@@ -103,6 +118,12 @@ fn main() {
     }
     if want("switchover") {
         switchover::switchovers(5);
+    }
+    if want("sync") {
+        sync::commit_latency(10);
+    }
+    if want("hunter") {
+        sync::hunters(30);
     }
 }
 

@@ -252,46 +252,11 @@ impl Run<'_> {
             .unwrap_or(0)
     }
 
-    /// Sets the mode through `pgkeelctl edit-config`, as an operator would,
-    /// and in a synchronous mode waits until the primary names its
-    /// synchronous standbys.
+    /// Sets the hunt's mode (see [`set_mode`]).
     fn configure(&mut self) {
-        let mode = self.hunt.mode;
-        if mode.synchronous_mode == "off" {
-            return;
-        }
         let via = self.c.file_of(&self.leader);
-        self.c.ctl_ok(
-            &via,
-            &[
-                "edit-config",
-                "-s",
-                &format!("synchronous_mode={}", mode.synchronous_mode),
-                "-s",
-                &format!("synchronous_mode_strict={}", mode.strict),
-                "--force",
-            ],
-        );
-        let deadline = Instant::now() + SETTLE;
-        loop {
-            let names = query_text(
-                &self.hosts[&self.leader],
-                "select current_setting('synchronous_standby_names')",
-            );
-            if names.as_deref().is_ok_and(|n| !n.is_empty()) {
-                tracing::info!(?names, "synchronous mode in effect");
-                return;
-            }
-            if Instant::now() > deadline {
-                self.fail(
-                    &format!(
-                        "synchronous_mode {} never took effect: synchronous_standby_names on the primary is {names:?}",
-                        mode.synchronous_mode
-                    ),
-                    0,
-                );
-            }
-            std::thread::sleep(Duration::from_millis(250));
+        if let Err(e) = set_mode(&self.c, &via, &self.hosts[&self.leader], self.hunt.mode) {
+            self.fail(&e, 0);
         }
     }
 
@@ -490,6 +455,56 @@ impl Run<'_> {
             self.c.logs(),
             seed = self.hunt.seed,
         )
+    }
+}
+
+/// Sets `mode` through `pgkeelctl edit-config` via the node file `via`,
+/// as an operator would, and waits (bounded) until the primary at
+/// `primary` shows it in `synchronous_standby_names`: empty for off,
+/// `ANY k (...)` for quorum, another non-empty list for on. Returns that
+/// setting, or why it never took effect.
+pub fn set_mode(c: &ProcCluster, via: &str, primary: &str, mode: Mode) -> Result<String, String> {
+    let out = c.ctl(
+        via,
+        &[
+            "edit-config",
+            "-s",
+            &format!("synchronous_mode={}", mode.synchronous_mode),
+            "-s",
+            &format!("synchronous_mode_strict={}", mode.strict),
+            "--force",
+        ],
+    );
+    // edit-config exits 1 when nothing changes, which is fine here.
+    if out.status.code() == Some(2) {
+        return Err(format!(
+            "pgkeelctl edit-config said usage: {}",
+            crate::procs::stderr(&out)
+        ));
+    }
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let names = query_text(
+            primary,
+            "select current_setting('synchronous_standby_names')",
+        );
+        let in_effect = names.as_deref().is_ok_and(|n| match mode.synchronous_mode {
+            "off" => n.is_empty(),
+            "quorum" => n.starts_with("ANY"),
+            _ => !n.is_empty() && !n.starts_with("ANY"),
+        });
+        if in_effect {
+            tracing::info!(?names, mode = mode.label(), "durability mode in effect");
+            return names;
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "synchronous_mode {} never took effect: synchronous_standby_names on the primary is {names:?} ({})",
+                mode.synchronous_mode,
+                crate::procs::stderr(&out)
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(250));
     }
 }
 
