@@ -59,14 +59,8 @@ use writeloop::Ack;
 
 fn report(r: &HuntReport) {
     eprintln!(
-        "lost-write hunter {}: seed {}, {} faults, {} writes acknowledged, {} lost, {} REST samples, {}\n  {}",
-        r.mode,
-        r.seed,
-        r.faults.len(),
-        r.acknowledged,
-        r.lost.len(),
-        r.rest_samples,
-        check::secs(r.took),
+        "lost-write hunter {}\n  {}",
+        r.summary(),
         r.faults.join("\n  ")
     );
 }

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::hunter::{self, check, Hunt, Mode};
+use crate::hunter::{self, Hunt, Mode};
 use crate::procs::ProcCluster;
 use crate::SUPERUSER_PASSWORD;
 
@@ -154,16 +154,7 @@ pub fn hunters(faults: usize) {
         let hunt = Hunt::new(mode, example, nodes, faults);
         let seed = hunt.seed;
         match std::panic::catch_unwind(|| hunt.run()) {
-            Ok(r) => println!(
-                "hunter {:<16} {example}: {} faults injected, {} writes acknowledged, {} lost, {} REST samples, {} (seed {})",
-                r.mode,
-                r.faults.len(),
-                r.acknowledged,
-                r.lost.len(),
-                r.rest_samples,
-                check::secs(r.took),
-                r.seed
-            ),
+            Ok(r) => println!("hunter on {example}, {}", r.summary()),
             Err(_) => println!(
                 "hunter {:<16} {example}: FAILED (seed {seed}; the reason is printed above)",
                 mode.label()

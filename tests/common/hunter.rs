@@ -67,6 +67,22 @@ pub struct HuntReport {
     pub took: Duration,
 }
 
+impl HuntReport {
+    /// One line of figures: mode, faults, writes acknowledged and lost.
+    pub fn summary(&self) -> String {
+        format!(
+            "{}: {} faults injected, {} writes acknowledged, {} lost, {} REST samples, {} (seed {})",
+            self.mode,
+            self.faults.len(),
+            self.acknowledged,
+            self.lost.len(),
+            self.rest_samples,
+            check::secs(self.took),
+            self.seed
+        )
+    }
+}
+
 /// A seeded schedule (splitmix64: tiny, and the same on every machine).
 struct Rng(u64);
 
