@@ -180,6 +180,7 @@ impl Hunt {
         c.start_all();
         let (leader, hosts) = c.wait_streaming(self.data_nodes, SETTLE);
         let mut run = Run {
+            started,
             hunt: self,
             rng: Rng(self.seed),
             members: hosts.keys().cloned().collect(),
@@ -214,7 +215,7 @@ impl Hunt {
             let outcome = run.outcome(fault, primary, before.1);
             run.check_acknowledged(&writes.stats().acks, &outcome);
             // Let the client write a little before the next fault.
-            std::thread::sleep(Duration::from_millis(500) + run.rng.millis(TTL / 2));
+            std::thread::sleep(Duration::from_millis(200) + run.rng.millis(TTL / 4));
         }
         let stats = writes.finish();
         let samples = sampler.finish();
@@ -246,6 +247,8 @@ impl Hunt {
 /// The state of a hunt in progress.
 struct Run<'a> {
     hunt: &'a Hunt,
+    /// The origin of the REST samples' times and of the fault lines'.
+    started: Instant,
     c: ProcCluster,
     rng: Rng,
     /// Data members by name, in a fixed order.
@@ -289,8 +292,15 @@ impl Run<'_> {
         };
         let role = if primary { "primary" } else { "replica" };
         let file = self.c.file_of(&target);
-        // Long enough, half the time, for the lease to expire.
-        let down = self.rng.millis(TTL * 2);
+        // Half the time a quick restart (the agent may adopt its lease),
+        // half the time long enough for the lease to expire.
+        let quick = Duration::from_secs(2);
+        let down = self.rng.millis(quick)
+            + if self.rng.below(2) == 0 {
+                Duration::ZERO
+            } else {
+                TTL
+            };
         let acked = writes.stats().acks.len();
         let what = match fault {
             Fault::Machine => {
@@ -344,7 +354,10 @@ impl Run<'_> {
                 format!("switchover from {target} through {via}: {said}")
             }
         };
-        let line = format!("{n}. {what} (at write #{acked})");
+        let line = format!(
+            "{n}. {what} (at {}, write #{acked})",
+            check::secs(self.started.elapsed())
+        );
         tracing::info!("hunter fault {line}");
         self.faults.push(line);
         (fault, primary)
