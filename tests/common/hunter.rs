@@ -209,11 +209,13 @@ impl Hunt {
             .collect();
         let sampler = Sampler::start(rest);
         for n in 1..=self.faults {
-            let before = (run.leader.clone(), run.port(&run.leader));
+            let old_port = run.port(&run.leader);
             let (fault, primary) = run.inject(n, &writes);
             run.settle(&writes);
-            let outcome = run.outcome(fault, primary, before.1);
-            run.check_acknowledged(&writes.stats().acks, &outcome);
+            let outcome = run.outcome(fault, primary, old_port);
+            let acks = writes.stats().acks;
+            run.check_acknowledged(&acks, &outcome);
+            run.check_one_writer(&acks, &sampler.snapshot());
             // Let the client write a little before the next fault.
             std::thread::sleep(Duration::from_millis(200) + run.rng.millis(TTL / 4));
         }
@@ -227,11 +229,7 @@ impl Hunt {
             switch_points: BTreeMap::new(),
         };
         run.check_acknowledged(&stats.acks, &final_outcome);
-        let mut problems = check::log_overlaps(&stats.acks);
-        problems.extend(check::rest_overlaps(&samples, &run.members, started));
-        if !problems.is_empty() {
-            run.fail(&problems.join("\n"), stats.acks.len());
-        }
+        run.check_one_writer(&stats.acks, &samples);
         HuntReport {
             mode: self.mode.label(),
             seed: self.seed,
@@ -473,6 +471,16 @@ impl Run<'_> {
         }
     }
 
+    /// No two members writable at once, by the write log and by the REST
+    /// samples so far.
+    fn check_one_writer(&self, acks: &[Ack], samples: &[Sample]) {
+        let mut problems = check::log_overlaps(acks);
+        problems.extend(check::rest_overlaps(samples, &self.members, self.started));
+        if !problems.is_empty() {
+            self.fail(&problems.join("\n"), acks.len());
+        }
+    }
+
     /// Panics with everything needed to replay and read the failure.
     fn fail(&self, problem: &str, acked: usize) -> ! {
         panic!(
@@ -600,6 +608,14 @@ impl Sampler {
             samples,
             thread: Some(thread),
         }
+    }
+
+    /// The samples so far.
+    fn snapshot(&self) -> Vec<Sample> {
+        self.samples
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn finish(mut self) -> Vec<Sample> {
