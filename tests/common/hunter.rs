@@ -13,45 +13,26 @@
 
 #[path = "hunter_check.rs"]
 pub mod check;
+#[path = "hunter_mode.rs"]
+mod mode;
+#[path = "hunter_sampler.rs"]
+mod sampler;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::procs::{http, ProcCluster};
-use crate::realpg::{direct_dsn, runtime, sql_text, SUPERUSER_PASSWORD as PASSWORD};
+use crate::procs::ProcCluster;
+use crate::realpg::{direct_dsn, SUPERUSER_PASSWORD as PASSWORD};
 use crate::writeloop::{self, Ack, WriteLoop};
 use check::{FaultOutcome, Sample};
+use mode::query_text;
+pub use mode::{set_mode, Mode};
+use sampler::Sampler;
 
 /// Bound on every wait for the cluster to settle after a fault.
 const SETTLE: Duration = Duration::from_secs(120);
 /// The examples' `bootstrap.dcs.ttl`.
 const TTL: Duration = Duration::from_secs(5);
-
-/// The durability setting under test.
-#[derive(Debug, Clone, Copy)]
-pub struct Mode {
-    /// `off`, `on` or `quorum`.
-    pub synchronous_mode: &'static str,
-    pub strict: bool,
-}
-
-impl Mode {
-    /// Strict synchronous modes promise that no acknowledged write is lost.
-    pub fn lossless(self) -> bool {
-        self.synchronous_mode != "off" && self.strict
-    }
-
-    pub fn label(self) -> String {
-        match (self.synchronous_mode, self.strict) {
-            ("off", _) => "async".into(),
-            (m, true) => format!("{m} + strict"),
-            (m, false) => format!("{m}, not strict"),
-        }
-    }
-}
 
 /// What one hunt saw.
 #[derive(Debug, Clone)]
@@ -495,56 +476,6 @@ impl Run<'_> {
     }
 }
 
-/// Sets `mode` through `pgkeelctl edit-config` via the node file `via`,
-/// as an operator would, and waits (bounded) until the primary at
-/// `primary` shows it in `synchronous_standby_names`: empty for off,
-/// `ANY k (...)` for quorum, another non-empty list for on. Returns that
-/// setting, or why it never took effect.
-pub fn set_mode(c: &ProcCluster, via: &str, primary: &str, mode: Mode) -> Result<String, String> {
-    let out = c.ctl(
-        via,
-        &[
-            "edit-config",
-            "-s",
-            &format!("synchronous_mode={}", mode.synchronous_mode),
-            "-s",
-            &format!("synchronous_mode_strict={}", mode.strict),
-            "--force",
-        ],
-    );
-    // edit-config exits 1 when nothing changes, which is fine here.
-    if out.status.code() == Some(2) {
-        return Err(format!(
-            "pgkeelctl edit-config said usage: {}",
-            crate::procs::stderr(&out)
-        ));
-    }
-    let deadline = Instant::now() + SETTLE;
-    loop {
-        let names = query_text(
-            primary,
-            "select current_setting('synchronous_standby_names')",
-        );
-        let in_effect = names.as_deref().is_ok_and(|n| match mode.synchronous_mode {
-            "off" => n.is_empty(),
-            "quorum" => n.starts_with("ANY"),
-            _ => !n.is_empty() && !n.starts_with("ANY"),
-        });
-        if in_effect {
-            tracing::info!(?names, mode = mode.label(), "durability mode in effect");
-            return names;
-        }
-        if Instant::now() > deadline {
-            return Err(format!(
-                "synchronous_mode {} never took effect: synchronous_standby_names on the primary is {names:?} ({})",
-                mode.synchronous_mode,
-                crate::procs::stderr(&out)
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
-
 /// `bootstrap.dcs.maximum_lag_on_failover` of the first data node's file.
 fn maximum_lag_on_failover(c: &ProcCluster) -> i64 {
     c.nodes
@@ -562,76 +493,5 @@ fn kill(pid: i32, signal: i32) {
     // SAFETY: kill(2) on a PID read from the cluster's own postmaster.pid.
     unsafe {
         libc::kill(pid, signal);
-    }
-}
-
-/// The first column of the first row of `query` on `host`, as text.
-fn query_text(host: &str, query: &str) -> Result<String, String> {
-    let rt = runtime();
-    sql_text(&rt, host, query)?
-        .into_iter()
-        .next()
-        .ok_or_else(|| format!("{query} returned no row"))
-}
-
-/// Probes every member's `/primary` about every 100 ms in a thread.
-struct Sampler {
-    stop: Arc<AtomicBool>,
-    samples: Arc<Mutex<Vec<Sample>>>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Sampler {
-    fn start(rest: Vec<String>) -> Sampler {
-        let stop = Arc::new(AtomicBool::new(false));
-        let samples = Arc::new(Mutex::new(Vec::new()));
-        let (s, out) = (stop.clone(), samples.clone());
-        let thread = std::thread::spawn(move || {
-            while !s.load(Ordering::Relaxed) {
-                for (member, addr) in rest.iter().enumerate() {
-                    let sent = Instant::now();
-                    let writable = http(addr, "OPTIONS", "/primary", &[], "")
-                        .is_some_and(|(code, _)| code == 200);
-                    let got = Instant::now();
-                    out.lock().unwrap_or_else(|e| e.into_inner()).push(Sample {
-                        member,
-                        sent,
-                        got,
-                        writable,
-                    });
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        });
-        Sampler {
-            stop,
-            samples,
-            thread: Some(thread),
-        }
-    }
-
-    /// The samples so far.
-    fn snapshot(&self) -> Vec<Sample> {
-        self.samples
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    fn finish(mut self) -> Vec<Sample> {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-        std::mem::take(&mut *self.samples.lock().unwrap_or_else(|e| e.into_inner()))
-    }
-}
-
-impl Drop for Sampler {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
