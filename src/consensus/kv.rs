@@ -147,9 +147,10 @@ impl KvState {
                 guard_value,
                 guard_lease,
             } => {
-                let guard_holds = self.kv.get(guard_key).is_some_and(|g| {
-                    g.value == *guard_value && g.lease == Some(*guard_lease)
-                });
+                let guard_holds = self
+                    .kv
+                    .get(guard_key)
+                    .is_some_and(|g| g.value == *guard_value && g.lease == Some(*guard_lease));
                 if !guard_holds {
                     return Outcome::CasFailed {
                         current: self.kv.get(key).cloned(),
