@@ -121,6 +121,37 @@ pub async fn run_store(store: &Store, spec: &AgentSpec, action: Action) -> Event
             outcome,
             message,
         } => report_operation(store, &spec.name, &id, outcome, message).await,
+        Action::WriteSync {
+            lease,
+            members,
+            quorum,
+            base,
+        } => {
+            let rec = keys::SyncRecord {
+                leader: spec.name.clone(),
+                sync_standby: members,
+                quorum,
+            };
+            let expect = base.map_or(Expect::Absent, Expect::ModRevision);
+            let guard = (keys::LEADER, spec.name.as_str(), lease);
+            match store
+                .put_guarded(keys::SYNC, &keys::encode(&rec), expect, guard)
+                .await
+            {
+                Ok(Ok(_)) => {
+                    tracing::info!(
+                        sync_standby = ?rec.sync_standby,
+                        quorum,
+                        "sync key written"
+                    );
+                    Ok(Reply::Done)
+                }
+                Ok(Err(_)) => {
+                    Err("the sync key changed, or we no longer hold the leader key".into())
+                }
+                Err(e) => Err(e.to_string()),
+            }
+        }
         other => Err(format!("{other:?} is not a store action")),
     };
     done(kind, result)
@@ -377,6 +408,17 @@ pub async fn run_pg<P: Postgres>(
             }
             .await
         }
+        Action::SetSyncStandbyNames { value } => {
+            async {
+                pg.set_sync_standby_names(&value).await.map_err(pg_err)?;
+                if pg.postmaster_pid().await.map_err(pg_err)?.is_some() {
+                    pg.reload().await.map_err(pg_err)?;
+                }
+                tracing::info!(synchronous_standby_names = %value, "synchronous standbys set");
+                Ok(Reply::Done)
+            }
+            .await
+        }
         Action::CreateSlot { name } => pg
             .create_slot(&name)
             .await
@@ -624,12 +666,14 @@ async fn probe<P: Postgres>(pg: &P, following: &Mutex<Configured>) -> Result<hv:
             out.pending_restart = r.pending_restart;
             out.must_match = r.must_match_running.clone();
             out.must_match_pending = r.must_match_pending.clone();
+            out.sync_standby_names = Some(r.sync_standby_names.clone());
             out.replication = r
                 .replication
                 .iter()
                 .map(|row| hv::ReplicationRow {
                     application_name: row.application_name.clone(),
                     state: row.state.clone(),
+                    sync_state: row.sync_state.clone(),
                     flush_lsn: row.flush_lsn.map(Lsn),
                     replay_lsn: row.replay_lsn.map(Lsn),
                 })

@@ -139,6 +139,31 @@ impl KvState {
                 events.push(WatchEvent::Put { revision: rev, kv });
                 Outcome::Done
             }
+            Op::PutGuarded {
+                key,
+                value,
+                expect,
+                guard_key,
+                guard_value,
+                guard_lease,
+            } => {
+                let guard_holds = self
+                    .kv
+                    .get(guard_key)
+                    .is_some_and(|g| g.value == *guard_value && g.lease == Some(*guard_lease));
+                if !guard_holds {
+                    return Outcome::CasFailed {
+                        current: self.kv.get(key).cloned(),
+                    };
+                }
+                let put = Op::Put {
+                    key: key.clone(),
+                    value: value.clone(),
+                    lease: None,
+                    expect: *expect,
+                };
+                self.apply_op(&put, events)
+            }
             Op::Delete { key, expect } => {
                 if let Err(current) = self.check(key, *expect) {
                     return Outcome::CasFailed { current };
@@ -294,6 +319,36 @@ mod tests {
         let again = st.apply(&Command::new(Op::Expire { lease })).0;
         assert_eq!(again.outcome, Outcome::LeaseNotFound { lease });
         assert_eq!(st.leases.len(), 1);
+    }
+
+    #[test]
+    fn a_guarded_put_lands_only_while_the_guard_key_is_held_on_that_lease() {
+        let mut st = KvState::default();
+        let a = grant(&mut st, 5000);
+        st.apply(&put("leader", "n1", Some(a), Expect::Absent));
+        let guarded = |value: &str, holder: &str, lease: LeaseId| {
+            Command::new(Op::PutGuarded {
+                key: "sync".into(),
+                value: value.into(),
+                expect: Expect::Any,
+                guard_key: "leader".into(),
+                guard_value: holder.into(),
+                guard_lease: lease,
+            })
+        };
+        assert_eq!(st.apply(&guarded("1", "n1", a)).0.outcome, Outcome::Done);
+        assert_eq!(st.kv["sync"].lease, None, "the sync key outlives the lease");
+        // Another holder name, or the same name on another lease: refused.
+        let b = grant(&mut st, 5000);
+        for (holder, lease) in [("n2", a), ("n1", b)] {
+            let refused = st.apply(&guarded("2", holder, lease)).0;
+            assert!(matches!(refused.outcome, Outcome::CasFailed { .. }));
+        }
+        // The holder's lease ended: a late write from it changes nothing.
+        st.apply(&Command::new(Op::Expire { lease: a }));
+        let late = st.apply(&guarded("3", "n1", a)).0;
+        assert!(matches!(late.outcome, Outcome::CasFailed { .. }));
+        assert_eq!(st.kv["sync"].value, "1");
     }
 
     #[test]

@@ -121,6 +121,19 @@ pub enum Op {
     },
     /// No change; used to measure the log path and to check a quorum.
     Noop,
+    /// A [`Op::Put`] (no lease) applied only while `guard_key` holds
+    /// `guard_value` on lease `guard_lease`; otherwise a failed
+    /// compare-and-set. The primary writes the `sync` key this way, so a
+    /// write it sent while it led cannot land after its lease ended and a
+    /// new primary took over.
+    PutGuarded {
+        key: String,
+        value: String,
+        expect: Expect,
+        guard_key: String,
+        guard_value: String,
+        guard_lease: LeaseId,
+    },
 }
 
 /// One stored key.

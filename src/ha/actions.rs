@@ -110,6 +110,22 @@ pub enum Action {
         /// One sentence for the operator.
         message: String,
     },
+    /// Write the `sync` key: `{leader: this node, sync_standby: members,
+    /// quorum}` with a compare-and-set on its `mod_revision == base` (absent
+    /// when `None`), applied only while the `leader` key still names this
+    /// node on `lease` (a guarded put, so a write sent while leading cannot
+    /// land after the lease ended). Answer: `Done`; a failed compare is an
+    /// `Err`.
+    WriteSync {
+        /// This node's lease, the one the leader key hangs on.
+        lease: LeaseId,
+        /// The synchronous set.
+        members: Vec<String>,
+        /// How many of them hold each acknowledged commit.
+        quorum: u32,
+        /// The key's `mod_revision` the change is based on.
+        base: Option<u64>,
+    },
     /// Ask each of `members` over gRPC for its PostgreSQL position now,
     /// concurrently, each within `timeout`. Answer:
     /// [`Event::PositionsPolled`](super::Event::PositionsPolled) with the
@@ -218,6 +234,13 @@ pub enum Action {
     /// (never delete it), leaving it empty for a pg_basebackup. Answer:
     /// `Done`.
     MoveDataDirAside,
+    /// Set `synchronous_standby_names` to `value` in pgkeel's settings file
+    /// (kept for every later rewrite of it), then reload the running
+    /// server. Answer: `Done`.
+    SetSyncStandbyNames {
+        /// The setting's text (empty: asynchronous).
+        value: String,
+    },
     /// Rewrite pgkeel's settings file with the dynamic config's PostgreSQL
     /// parameters as they are now, then reload the running server (a
     /// setting that needs a restart shows up as `pending_restart` in the
@@ -296,6 +319,7 @@ pub enum ActionKind {
     PublishStatus,
     RecordHistory,
     FinishFailover,
+    WriteSync,
     ReportOperation,
     QueryPositions,
     Probe,
@@ -314,6 +338,7 @@ pub enum ActionKind {
     Rewind,
     MoveDataDirAside,
     ApplyParameters,
+    SetSyncStandbyNames,
     Fence,
     Exit,
 }
@@ -339,6 +364,7 @@ impl ActionKind {
                 | ActionKind::Rewind
                 | ActionKind::MoveDataDirAside
                 | ActionKind::ApplyParameters
+                | ActionKind::SetSyncStandbyNames
         )
     }
 
@@ -364,6 +390,8 @@ impl Action {
             Action::PublishStatus(_) => ActionKind::PublishStatus,
             Action::RecordHistory { .. } => ActionKind::RecordHistory,
             Action::FinishFailover { .. } => ActionKind::FinishFailover,
+            Action::WriteSync { .. } => ActionKind::WriteSync,
+            Action::SetSyncStandbyNames { .. } => ActionKind::SetSyncStandbyNames,
             Action::ReportOperation { .. } => ActionKind::ReportOperation,
             Action::QueryPositions { .. } => ActionKind::QueryPositions,
             Action::Probe => ActionKind::Probe,

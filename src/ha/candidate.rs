@@ -27,6 +27,7 @@ use crate::clock::BootInstant;
 
 use super::actions::{Action, ActionKind};
 use super::state::{CandidateStep, PrimaryState, State};
+use super::sync::{quorum_short, sync_allows, SyncBlock};
 use super::view::{ClusterView, Lsn, MemberRole, MemberTags, PgState};
 use super::Ha;
 
@@ -45,6 +46,14 @@ pub enum Ineligible {
     Lagging {
         /// Bytes of WAL behind the last known primary position.
         lag: u64,
+    },
+    /// Synchronous mode does not allow it (see [`super::sync`]).
+    NotSynchronous(SyncBlock),
+    /// Quorum mode: too few members of the synchronous set answered to be
+    /// sure this one holds every acknowledged commit.
+    QuorumShort {
+        /// How many more answers were needed.
+        missing: usize,
     },
     /// Another eligible member is further ahead, or as far with a higher
     /// priority, or as far with the same priority and a lower name.
@@ -132,9 +141,14 @@ pub fn failover_eligibility(
     if !lease_valid {
         return Err(Ineligible::NoLease);
     }
+    sync_allows(view, me).map_err(Ineligible::NotSynchronous)?;
     let position =
         standby_position(pg.received_lsn, pg.replayed_lsn).ok_or(Ineligible::NoPosition)?;
-    if let Some(status) = view.status {
+    // A synchronous standby holds every acknowledged commit; WAL the
+    // primary wrote past them (commits still waiting) is no reason to
+    // refuse it.
+    let status = view.status.filter(|_| !view.config.sync.enabled());
+    if let Some(status) = status {
         let lag = status.lsn.0.saturating_sub(position.0);
         if lag > view.config.maximum_lag_on_failover {
             return Err(Ineligible::Lagging { lag });
@@ -145,7 +159,10 @@ pub fn failover_eligibility(
         .members
         .iter()
         .filter(|(name, m)| {
-            name.as_str() != me && m.role == MemberRole::Replica && m.tags.may_fail_over()
+            name.as_str() != me
+                && m.role == MemberRole::Replica
+                && m.tags.may_fail_over()
+                && sync_allows(view, name).is_ok()
         })
         .filter_map(|(name, m)| {
             let theirs = match polled {
@@ -214,6 +231,34 @@ impl Ha {
             view,
             polled,
         )
+    }
+
+    /// Quorum mode: enough members of the synchronous set answered (a
+    /// switchover's named candidate is past the old primary's shutdown
+    /// checkpoint, which the old primary waited for: no count needed).
+    fn quorum_answers(
+        &self,
+        now: BootInstant,
+        polled: Option<&BTreeMap<String, PolledPosition>>,
+    ) -> Result<(), Ineligible> {
+        let Some(view) = self.view.as_ref() else {
+            return Ok(());
+        };
+        if self.request_names_me(now) {
+            return Ok(());
+        }
+        let answered = polled
+            .map(|p| {
+                p.iter()
+                    .filter(|(_, a)| a.standby_position().is_some())
+                    .map(|(n, _)| n.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        match quorum_short(view, &self.node.name, &answered) {
+            0 => Ok(()),
+            missing => Err(Ineligible::QuorumShort { missing }),
+        }
     }
 
     /// The other members' answers to [`Action::QueryPositions`].
@@ -369,7 +414,10 @@ impl Ha {
                     self.state = State::Replica;
                     return;
                 }
-                match (self.eligibility(now, &pg, polled.as_ref()), lease) {
+                let eligible = self
+                    .eligibility(now, &pg, polled.as_ref())
+                    .and_then(|()| self.quorum_answers(now, polled.as_ref()));
+                match (eligible, lease) {
                     (Ok(()), Some(lease)) => {
                         self.polled = polled;
                         self.emit(now, out, Action::AcquireLeader { lease });
@@ -395,14 +443,16 @@ impl Ha {
         if !self.holds_leader(now) {
             return;
         }
-        let Some(pg) = self.fresh_pg() else { return };
+        let Some(pg) = self.fresh_pg().cloned() else {
+            return;
+        };
         if pg.is_primary() {
             self.state = State::Primary(PrimaryState {
                 checkpoint_pending: true,
             });
         } else if !pg.running {
             self.state = State::Candidate(CandidateStep::Abandoning);
-        } else if pg.in_recovery == Some(true) {
+        } else if pg.in_recovery == Some(true) && !self.strict_before_promote(now, &pg, out) {
             self.emit(now, out, Action::Promote);
         }
         // Running, recovery state unknown: the next probe tells.

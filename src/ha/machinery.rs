@@ -194,6 +194,7 @@ impl Ha {
                     self.race_lost_at = self.view.as_ref().map(|v| v.revision);
                 }
             }
+            (Action::WriteSync { base, .. }, Reply::Done) => self.sync_written = Some(base),
             (Action::ReleaseLeader { revision, .. }, _)
                 if self.leader_revision == Some(revision) =>
             {
@@ -364,6 +365,8 @@ fn reply_fits(kind: ActionKind, reply: Reply) -> bool {
                 | K::PublishStatus
                 | K::RecordHistory
                 | K::FinishFailover
+                | K::WriteSync
+                | K::SetSyncStandbyNames
                 | K::CreateRoles
                 | K::StartPostgres
                 | K::Promote

@@ -100,6 +100,7 @@ mod settings;
 mod state;
 mod stopping;
 mod switchover;
+pub mod sync;
 mod view;
 
 #[cfg(test)]
@@ -325,6 +326,11 @@ pub struct Ha {
     /// [`HaConfig::parameters_fingerprint`] of the dynamic PostgreSQL
     /// parameters last written and reloaded (see `settings`).
     parameters_applied: Option<u64>,
+    /// The setting in force as our probes saw it (synchronous mode).
+    sync_mark: Option<sync::SyncMark>,
+    /// Our `sync` key write succeeded on this base revision: the next
+    /// step waits for a view that shows it.
+    sync_written: Option<Option<u64>>,
 }
 
 impl Ha {
@@ -365,6 +371,8 @@ impl Ha {
             handover_failure: None,
             ops: operations::OpTracker::default(),
             parameters_applied: None,
+            sync_mark: None,
+            sync_written: None,
         }
     }
 

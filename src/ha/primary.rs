@@ -97,7 +97,12 @@ impl Ha {
         }
         if p.checkpoint_pending {
             self.emit(now, out, Action::Checkpoint);
-        } else if let Some(action) = self.slot_action(now, &pg) {
+        }
+        self.manage_sync(now, &pg, out);
+        if p.checkpoint_pending {
+            return;
+        }
+        if let Some(action) = self.slot_action(now, &pg) {
             self.emit(now, out, action);
         }
     }

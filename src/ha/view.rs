@@ -453,6 +453,9 @@ pub struct PgState {
     pub must_match: super::SettingValues,
     /// The same settings as a restart would make them.
     pub must_match_pending: super::SettingValues,
+    /// `synchronous_standby_names` as the running server has it; `None`
+    /// while it cannot be asked.
+    pub sync_standby_names: Option<String>,
 }
 
 impl PgState {
@@ -498,6 +501,8 @@ pub struct ReplicationRow {
     pub application_name: String,
     /// `state` (`streaming`, `catchup`, ...).
     pub state: String,
+    /// `sync_state` (`async`, `potential`, `sync`, `quorum`).
+    pub sync_state: String,
     /// `flush_lsn`: WAL the standby has made durable.
     pub flush_lsn: Option<Lsn>,
     /// `replay_lsn`.

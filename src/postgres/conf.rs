@@ -31,6 +31,18 @@ use super::PgError;
 
 /// pgkeel's settings file in the data directory.
 pub const SETTINGS_FILE: &str = "pgkeel.conf";
+/// `synchronous_standby_names` alone, included last by [`SETTINGS_FILE`]:
+/// the primary changes it without rewriting the rest, and it survives an
+/// agent restart (the setting in force is what the disk says).
+pub const SYNC_FILE: &str = "pgkeel.sync.conf";
+
+/// The text of [`SYNC_FILE`].
+pub fn render_sync(value: &str) -> String {
+    format!(
+        "# Written by pgkeel (synchronous_mode); edits here are lost.\nsynchronous_standby_names = {}\n",
+        quote(value)
+    )
+}
 /// The client authentication file pgkeel writes.
 pub const HBA_FILE: &str = "pg_hba.conf";
 /// The ident map file pgkeel adds its map to.
@@ -64,7 +76,7 @@ pub const MUST_MATCH: [&str; 5] = [
 ];
 
 /// Settings only pgkeel writes.
-pub const OWNED: [&str; 10] = [
+pub const OWNED: [&str; 11] = [
     "listen_addresses",
     "port",
     "unix_socket_directories",
@@ -75,6 +87,7 @@ pub const OWNED: [&str; 10] = [
     "primary_conninfo",
     "primary_slot_name",
     "recovery_target_timeline",
+    "synchronous_standby_names",
 ];
 
 /// Everything `pgkeel.conf` depends on.
@@ -143,6 +156,7 @@ pub fn render_settings(s: &Settings<'_>) -> (String, Vec<String>) {
         }
         out.push_str("recovery_target_timeline = 'latest'\n");
     }
+    let _ = writeln!(out, "include_if_exists '{SYNC_FILE}'");
     (out, ignored)
 }
 

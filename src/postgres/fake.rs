@@ -93,6 +93,8 @@ pub struct FakeState {
     pub rewinds: u32,
     /// Times the data directory was moved aside.
     pub moved_aside: u32,
+    /// `synchronous_standby_names` (the fake does not wait for standbys).
+    pub sync_standby_names: String,
 }
 
 /// A fake server reachable as `address` (`host:port`) on a [`FakeNet`].
@@ -331,6 +333,7 @@ impl Postgres for FakePostgres {
         }
         target(primary_conninfo)?;
         let mut st = self.op("configure_as_standby")?;
+        st.sync_standby_names.clear();
         st.configured = Some(WantedRole::Standby {
             primary_conninfo: primary_conninfo.to_owned(),
             primary_slot_name: primary_slot_name.map(str::to_owned),
@@ -338,6 +341,11 @@ impl Postgres for FakePostgres {
         if !st.initialized {
             return Err(PgError::NotInitialized(self.address.clone()));
         }
+        Ok(())
+    }
+
+    async fn set_sync_standby_names(&self, value: &str) -> Result<(), PgError> {
+        self.op("set_sync_standby_names")?.sync_standby_names = value.to_string();
         Ok(())
     }
 
@@ -465,6 +473,7 @@ impl Postgres for FakePostgres {
             pending_restart: false,
             must_match_running: Default::default(),
             must_match_pending: Default::default(),
+            sync_standby_names: st.sync_standby_names.clone(),
         }))
     }
 

@@ -105,6 +105,14 @@ pub trait Postgres: Send + Sync {
         parameters: std::collections::BTreeMap<String, crate::config::Scalar>,
     ) -> impl Future<Output = Result<(), PgError>> + Send;
 
+    /// Writes `synchronous_standby_names` (its own file, included by
+    /// pgkeel's settings); takes effect at the next reload or start.
+    /// Configuring the server as a standby empties it.
+    fn set_sync_standby_names(
+        &self,
+        value: &str,
+    ) -> impl Future<Output = Result<(), PgError>> + Send;
+
     /// Starts the postmaster in the role last configured and waits until it
     /// accepts connections. Returns its PID. Refuses when no role was
     /// configured since this controller was created.

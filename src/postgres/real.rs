@@ -288,7 +288,7 @@ fn remove_if_exists(path: &Path) -> Result<(), PgError> {
 }
 
 /// File work off the async threads (a slow disk must not stall the loop).
-async fn blocking<T: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, PgError> + Send + 'static,
 ) -> Result<T, PgError> {
     tokio::task::spawn_blocking(f)

@@ -102,11 +102,25 @@ impl Postgres for RealPostgres {
         if let Some(slot) = primary_slot_name {
             check_slot_name(slot)?;
         }
+        // A standby waits for nobody; a promotion starts from nothing
+        // (strict mode sets its list before it promotes).
+        self.set_sync_standby_names("").await?;
         self.set_role(WantedRole::Standby {
             primary_conninfo: primary_conninfo.to_owned(),
             primary_slot_name: primary_slot_name.map(str::to_owned),
         })
         .await
+    }
+
+    async fn set_sync_standby_names(&self, value: &str) -> Result<(), PgError> {
+        if !self.pg_version_file().exists() {
+            return Err(PgError::NotInitialized(
+                self.config.data_dir.display().to_string(),
+            ));
+        }
+        let path = self.config.data_dir.join(super::conf::SYNC_FILE);
+        let (who, text) = (self.who.clone(), super::conf::render_sync(value));
+        super::real::blocking(move || who.write_file(&path, &text)).await
     }
 
     async fn set_cluster_parameters(

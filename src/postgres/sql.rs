@@ -30,7 +30,8 @@ pub(crate) async fn probe(client: &Client, pid: u32) -> Result<Running, PgError>
                     EXISTS (SELECT 1 FROM pg_settings WHERE pending_restart),
                     coalesce((SELECT status = 'streaming' FROM pg_stat_wal_receiver), false),
                     (SELECT sender_host FROM pg_stat_wal_receiver),
-                    (SELECT sender_port FROM pg_stat_wal_receiver)",
+                    (SELECT sender_port FROM pg_stat_wal_receiver),
+                    current_setting('synchronous_standby_names')",
             &[],
         )
         .await
@@ -44,6 +45,7 @@ pub(crate) async fn probe(client: &Client, pid: u32) -> Result<Running, PgError>
     let received_tli: Option<i32> = row.try_get(6).map_err(PgError::sql("reading the probe"))?;
     let checkpoint_tli: Option<i32> = row.try_get(7).map_err(PgError::sql("reading the probe"))?;
     let pending_restart: bool = row.try_get(8).map_err(PgError::sql("reading the probe"))?;
+    let sync_standby_names = get(12)?.unwrap_or_default();
     let (must_match_running, must_match_pending) = must_match(client).await?;
     let (role, timeline) = if in_recovery {
         let streaming: bool = row.try_get(9).map_err(PgError::sql("reading the probe"))?;
@@ -79,6 +81,7 @@ pub(crate) async fn probe(client: &Client, pid: u32) -> Result<Running, PgError>
         pending_restart,
         must_match_running,
         must_match_pending,
+        sync_standby_names,
     })
 }
 

@@ -122,6 +122,8 @@ pub struct Running {
     /// sets one). Differs from the running value while a change is
     /// pending a restart.
     pub must_match_pending: BTreeMap<String, i64>,
+    /// `synchronous_standby_names` as the server has it.
+    pub sync_standby_names: String,
 }
 
 impl Running {

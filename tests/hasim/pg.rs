@@ -193,6 +193,7 @@ impl FakePg {
                     .map(|(name, lsn)| ReplicationRow {
                         application_name: name.clone(),
                         state: "streaming".into(),
+                        sync_state: "async".into(),
                         flush_lsn: Some(Lsn(*lsn)),
                         replay_lsn: Some(Lsn(*lsn)),
                     })

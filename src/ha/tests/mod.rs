@@ -17,6 +17,7 @@ mod replica;
 mod settings;
 mod stopping;
 mod switchover;
+mod sync;
 
 use std::collections::BTreeMap;
 
