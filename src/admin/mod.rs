@@ -203,16 +203,21 @@ impl Admin for AdminService {
         let records = member_records(&kvs);
         let leader = leader_of(&kvs);
         let voters = self.store.probe_voters().await;
+        let view = crate::ha::records::view_of(&kvs, std::time::SystemTime::now());
+        let mut members = convert::members(leader, &records, &voters);
+        for m in &mut members {
+            if let Some(role) = crate::ha::sync::standby_role(&view, &m.name) {
+                m.role = role.to_string();
+            }
+        }
         Ok(Response::new(pb::ListMembersReply {
             scope: self.store.identity().scope.clone(),
             cluster_id: self.store.identity().cluster_id(),
             leader: leader.unwrap_or_default().to_string(),
-            members: convert::members(leader, &records, &voters),
-            paused: crate::ha::records::dynamic_config(
-                &kvs.iter().map(|kv| (kv.key.clone(), kv.clone())).collect(),
-            )
-            .is_some_and(|dcs| dcs.pause),
+            members,
+            paused: view.config.pause,
             pending_switchover: switchover::pending_line(&kvs),
+            synchronous: crate::ha::sync::summary(&view).unwrap_or_default(),
         }))
     }
 

@@ -139,11 +139,22 @@ pub async fn run_store(store: &Store, spec: &AgentSpec, action: Action) -> Event
                 .await
             {
                 Ok(Ok(_)) => {
-                    tracing::info!(
-                        sync_standby = ?rec.sync_standby,
-                        quorum,
-                        "sync key written"
-                    );
+                    if quorum == 0 && spec.ha.sync.enabled() {
+                        tracing::warn!(
+                            "no synchronous standby holds every acknowledged commit: nobody is promoted automatically{}",
+                            if spec.ha.sync.strict {
+                                "; commits wait for a standby (strict)"
+                            } else {
+                                "; writes run UNPROTECTED until a standby is synchronous again"
+                            }
+                        );
+                    } else {
+                        tracing::info!(
+                            sync_standby = ?rec.sync_standby,
+                            quorum,
+                            "sync key written"
+                        );
+                    }
                     Ok(Reply::Done)
                 }
                 Ok(Err(_)) => {

@@ -335,19 +335,10 @@ fn apply(kv: &mut BTreeMap<String, KeyValue>, revision: &mut u64, ev: WatchEvent
 }
 
 fn is_store_action(a: &Action) -> bool {
-    matches!(
-        a,
-        Action::AcquireInitialize
-            | Action::SetInitializeSysid { .. }
-            | Action::GrantLease { .. }
-            | Action::Keepalive { .. }
-            | Action::AcquireLeader { .. }
-            | Action::RevokeLease { .. }
-            | Action::ReleaseLeader { .. }
-            | Action::PublishMember { .. }
-            | Action::PublishStatus(_)
-            | Action::ReportOperation { .. }
-    )
+    // Everything that is neither on the PostgreSQL lane nor the fence or
+    // the exit (the special store actions are dispatched before this).
+    let kind = a.kind();
+    !kind.is_postgres() && !matches!(kind, ActionKind::Fence | ActionKind::Exit)
 }
 
 /// What every action task needs, shared by the driver's tasks.

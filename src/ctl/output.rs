@@ -244,6 +244,7 @@ pub fn list(r: &pb::ListMembersReply, format: Format) -> String {
                 "leader": if r.leader.is_empty() { None } else { Some(&r.leader) },
                 "paused": r.paused,
                 "pending_switchover": if r.pending_switchover.is_empty() { None } else { Some(&r.pending_switchover) },
+                "synchronous": if r.synchronous.is_empty() { None } else { Some(&r.synchronous) },
                 "members": r.members.iter().map(|m| json!({
                     "name": m.name,
                     "host": m.host,
@@ -281,6 +282,9 @@ pub fn list(r: &pb::ListMembersReply, format: Format) -> String {
             }
             if !r.pending_switchover.is_empty() {
                 notes.push_str(&format!("\n Pending: {}", r.pending_switchover));
+            }
+            if !r.synchronous.is_empty() {
+                notes.push_str(&format!("\n {}", r.synchronous));
             }
             format!(
                 "Cluster: {} ({})\n{}{notes}",
@@ -502,6 +506,7 @@ mod tests {
             ],
             paused: true,
             pending_switchover: "switchover s-1 from node1 to node2".into(),
+            synchronous: String::new(),
         };
         let table = list(&r, Format::Table);
         assert!(

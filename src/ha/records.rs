@@ -261,6 +261,18 @@ pub fn cluster_view(
     }
 }
 
+/// The core's view of a store read (`kvs`: every key), with the dynamic
+/// config it holds: what `list` and `/cluster` show follows the same
+/// rules as the HA loops.
+pub fn view_of(kvs: &[KeyValue], wall_now: SystemTime) -> ClusterView {
+    let map: BTreeMap<String, KeyValue> =
+        kvs.iter().map(|kv| (kv.key.clone(), kv.clone())).collect();
+    let config = dynamic_config(&map)
+        .map(|d| ha_config(&d, &HaConfig::default()))
+        .unwrap_or_default();
+    cluster_view(&map, 0, &config, wall_now)
+}
+
 /// Where `operations/<me>` stands for this node's HA loop.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OperationDue {

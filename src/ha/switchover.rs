@@ -50,7 +50,8 @@ enum ForHolder {
 
 /// Why `name` cannot be handed the leader key by a primary at `primary`:
 /// it must be a member whose key shows a running standby, with tags that
-/// allow failover, within `maximum_lag_on_failover` of `primary`. `Ok`
+/// allow failover, that synchronous mode allows (in the `sync` set),
+/// within `maximum_lag_on_failover` of `primary`. `Ok`
 /// gives its position and priority (for ranking). The admin service asks
 /// the same before it stores a request, so a refusal comes at once.
 pub fn candidate_problem(
@@ -71,6 +72,11 @@ pub fn candidate_problem(
     if !m.tags.may_fail_over() {
         return Err(format!(
             "{name} is tagged nofailover (or failover_priority 0)"
+        ));
+    }
+    if let Err(why) = super::sync::sync_allows(view, name) {
+        return Err(format!(
+            "candidate is not a synchronous standby: {name} — {why}"
         ));
     }
     let theirs = standby_position(m.received_lsn, m.replayed_lsn)

@@ -591,3 +591,51 @@ impl super::Ha {
         true
     }
 }
+
+/// Patroni's role word for `name` when it is in the current leader's
+/// synchronous set: `sync_standby` (mode on) or `quorum_standby`.
+pub fn standby_role(view: &ClusterView, name: &str) -> Option<&'static str> {
+    let leader = view.leader.as_ref()?;
+    let key = view.sync.as_deref()?;
+    if !view.config.sync.enabled() || key.leader != leader.holder || !key.contains(name) {
+        return None;
+    }
+    Some(match view.config.sync.mode {
+        SynchronousMode::Quorum => "quorum_standby",
+        _ => "sync_standby",
+    })
+}
+
+/// One line on synchronous replication for `pgkeelctl list` and the log:
+/// the mode, who is synchronous, and whether writes are protected and
+/// failover possible. `None` in asynchronous mode.
+pub fn summary(view: &ClusterView) -> Option<String> {
+    let settings = view.config.sync;
+    if !settings.enabled() {
+        return None;
+    }
+    let mode = match (settings.mode, settings.strict) {
+        (SynchronousMode::Quorum, true) => "quorum, strict",
+        (SynchronousMode::Quorum, false) => "quorum",
+        (_, true) => "on, strict",
+        (_, false) => "on",
+    };
+    let key = view.sync.as_deref();
+    let detail = match protection(view) {
+        Protection::Protected => {
+            let k = key.map_or(0, |k| k.quorum);
+            let set: Vec<&str> = key
+                .map(|k| k.members.iter().map(String::as_str).collect())
+                .unwrap_or_default();
+            if settings.mode == SynchronousMode::Quorum {
+                format!("each commit on {k} of {}", set.join(", "))
+            } else {
+                format!("synchronous: {}", set.join(", "))
+            }
+        }
+        Protection::Unprotected => "no synchronous standby: writes are NOT protected and nobody is promoted automatically".to_string(),
+        Protection::Blocking => "no synchronous standby: commits wait for one (strict) and nobody is promoted automatically".to_string(),
+        Protection::Off => return None,
+    };
+    Some(format!("Synchronous mode: {mode} — {detail}"))
+}

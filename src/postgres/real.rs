@@ -262,6 +262,13 @@ impl Files {
             tracing::warn!(?ignored, "parameters pgkeel sets itself were ignored");
         }
         self.who.write_file(&dir.join(SETTINGS_FILE), &text)?;
+        // The synchronous setting is included by the settings file; it
+        // exists from the first start so PostgreSQL never reports it
+        // missing (its content is the primary's to change).
+        let sync = dir.join(conf::SYNC_FILE);
+        if !sync.exists() {
+            self.who.write_file(&sync, &conf::render_sync(""))?;
+        }
         let superuser = &self.config.authentication.superuser.username;
         let read = |name: &str| std::fs::read_to_string(dir.join(name)).ok();
         let hba = conf::render_hba(superuser, &self.config.pg_hba, read(HBA_FILE).as_deref());

@@ -94,7 +94,26 @@ struct ClusterJson {
     scope: String,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pause: bool,
+    /// Synchronous replication, while it is on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    synchronous: Option<SyncJson>,
     raft: RaftJson,
+}
+
+#[derive(Debug, Serialize)]
+struct SyncJson {
+    mode: &'static str,
+    strict: bool,
+    /// `protected`, `unprotected` (writes continue without a synchronous
+    /// standby) or `blocking` (strict: commits wait for one).
+    protection: &'static str,
+    /// The `sync` key's set: who may be promoted.
+    members: Vec<String>,
+    /// How many of them hold each acknowledged commit.
+    quorum: u32,
+    /// Why nobody can be promoted automatically, when that is so.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    no_failover: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -167,7 +186,37 @@ fn lsn(v: Option<u64>) -> Option<String> {
     v.map(|l| Lsn(l).to_string())
 }
 
+fn sync_json(view: &crate::ha::ClusterView) -> Option<SyncJson> {
+    use crate::ha::sync;
+    let settings = view.config.sync;
+    if !settings.enabled() {
+        return None;
+    }
+    let key = view.sync.as_deref();
+    let members: Vec<String> = key
+        .map(|k| k.members.iter().cloned().collect())
+        .unwrap_or_default();
+    let quorum = key.map_or(0, |k| k.quorum);
+    let no_failover = match key {
+        None => Some(sync::SyncBlock::NoKey.to_string()),
+        Some(k) if k.members.is_empty() || k.quorum == 0 => Some(
+            "no synchronous standby holds every acknowledged commit: nobody is promoted automatically"
+                .to_string(),
+        ),
+        Some(_) => None,
+    };
+    Some(SyncJson {
+        mode: settings.mode.as_str(),
+        strict: settings.strict,
+        protection: sync::protection(view).as_str(),
+        members,
+        quorum,
+        no_failover,
+    })
+}
+
 fn cluster_json(scope: &str, kvs: &[KeyValue], raft: &RaftFacts) -> ClusterJson {
+    let view = crate::ha::records::view_of(kvs, std::time::SystemTime::now());
     let leader = kvs
         .iter()
         .find(|kv| kv.key == keys::LEADER)
@@ -212,7 +261,8 @@ fn cluster_json(scope: &str, kvs: &[KeyValue], raft: &RaftFacts) -> ClusterJson 
                 role: if is_leader {
                     "leader".into()
                 } else {
-                    r.role.clone()
+                    crate::ha::sync::standby_role(&view, &r.name)
+                        .map_or_else(|| r.role.clone(), str::to_string)
                 },
                 state: r.state.clone(),
                 api_url: r.api_url.clone(),
@@ -259,6 +309,7 @@ fn cluster_json(scope: &str, kvs: &[KeyValue], raft: &RaftFacts) -> ClusterJson 
         members,
         scope: scope.to_string(),
         pause: false,
+        synchronous: sync_json(&view),
         raft: RaftJson {
             term: raft.term,
             leader: raft.leader_id.map(|_| raft.leader_name.clone()),

@@ -12,6 +12,7 @@ use super::node_json;
 use super::query::CheckQuery;
 use super::{RestInfo, RestState};
 use crate::clock::BootInstant;
+use crate::config::SynchronousMode;
 use crate::ha::Lsn;
 use crate::status::NodeStatus;
 
@@ -28,6 +29,12 @@ pub enum Check {
     ReadOnly,
     /// A healthy replica that is not a synchronous standby.
     Asynchronous,
+    /// A healthy replica in the `sync` set, synchronous_mode `on`.
+    Synchronous,
+    /// A healthy replica in the `sync` set, synchronous_mode `quorum`.
+    Quorum,
+    /// The primary, or a synchronous (or quorum) standby.
+    ReadOnlySync,
     /// PostgreSQL runs and answers.
     Health,
     /// The HA loop ran recently.
@@ -48,6 +55,10 @@ pub const PATHS: &[(&str, Check)] = &[
     ("/read-only", Check::ReadOnly),
     ("/asynchronous", Check::Asynchronous),
     ("/async", Check::Asynchronous),
+    ("/synchronous", Check::Synchronous),
+    ("/sync", Check::Synchronous),
+    ("/quorum", Check::Quorum),
+    ("/read-only-sync", Check::ReadOnlySync),
     ("/health", Check::Health),
     ("/liveness", Check::Liveness),
     ("/readiness", Check::Readiness),
@@ -75,8 +86,23 @@ impl Check {
         let ok = match self {
             Check::Primary => status.is_writable_primary(now),
             Check::Leader => status.holds_valid_lease(now) && !status.stepping_down,
-            Check::Replica | Check::Asynchronous => replica_ok(status, info, q),
+            Check::Replica => replica_ok(status, info, q),
+            Check::Asynchronous => {
+                replica_ok(status, info, q) && sync_member(status, info).is_none()
+            }
+            Check::Synchronous => {
+                replica_ok(status, info, q)
+                    && sync_member(status, info) == Some(SynchronousMode::On)
+            }
+            Check::Quorum => {
+                replica_ok(status, info, q)
+                    && sync_member(status, info) == Some(SynchronousMode::Quorum)
+            }
             Check::ReadOnly => status.is_writable_primary(now) || replica_ok(status, info, q),
+            Check::ReadOnlySync => {
+                status.is_writable_primary(now)
+                    || (replica_ok(status, info, q) && sync_member(status, info).is_some())
+            }
             Check::Health => status.pg_answers(),
             Check::Liveness => alive(status, now),
             Check::Readiness => ready(status, q, now),
@@ -149,6 +175,16 @@ fn replica_ok(status: &NodeStatus, info: &RestInfo, q: &CheckQuery) -> bool {
         && q.replication_state
             .as_deref()
             .is_none_or(|want| want == node_json::replication_state(streaming))
+}
+
+/// The synchronous mode this node is a member of the `sync` set in, if it
+/// is (the set of the current leader's key, in synchronous mode).
+fn sync_member(status: &NodeStatus, info: &RestInfo) -> Option<SynchronousMode> {
+    let view = status.view.as_ref()?;
+    let key = view.sync.as_deref()?;
+    let leader = view.leader.as_ref()?;
+    (view.config.sync.enabled() && key.leader == leader.holder && key.contains(&info.name))
+        .then_some(view.config.sync.mode)
 }
 
 /// Patroni's rule: the loop last ran within `ttl` on a primary, `2 × ttl`

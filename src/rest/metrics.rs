@@ -127,7 +127,7 @@ pub fn render(
         (Cow::Borrowed("name"), Cow::Owned(name.to_string())),
     ];
     let mut reg = Registry::with_labels(labels.into_iter());
-    patroni_compatible(&mut reg, st, now);
+    patroni_compatible(&mut reg, name, st, now);
     pgkeel_node(&mut reg, st, now);
     pgkeel_members(&mut reg, st);
     pgkeel_raft(&mut reg, raft);
@@ -136,7 +136,7 @@ pub fn render(
     Ok(out)
 }
 
-fn patroni_compatible(reg: &mut Registry, st: &NodeStatus, now: BootInstant) {
+fn patroni_compatible(reg: &mut Registry, name: &str, st: &NodeStatus, now: BootInstant) {
     let pg = st.pg.as_ref();
     let answers = st.pg_answers();
     let primary = st.is_writable_primary(now);
@@ -144,7 +144,11 @@ fn patroni_compatible(reg: &mut Registry, st: &NodeStatus, now: BootInstant) {
     let at = |f: fn(&crate::ha::PgState) -> Option<crate::ha::Lsn>| {
         pg.filter(|_| answers).and_then(f).map_or(0, |l| wide(l.0))
     };
-    let rows: [(&str, &str, i64); 17] = [
+    let sync_role = st
+        .view
+        .as_ref()
+        .and_then(|v| crate::ha::sync::standby_role(v, name));
+    let rows: [(&str, &str, i64); 19] = [
         (
             "patroni_postgres_running",
             "Value is 1 if Postgres is running, 0 otherwise.",
@@ -167,8 +171,24 @@ fn patroni_compatible(reg: &mut Registry, st: &NodeStatus, now: BootInstant) {
         ),
         (
             "patroni_sync_standby",
-            "Always 0: synchronous replication comes later.",
-            0,
+            "Value is 1 if this node is a synchronous standby (synchronous_mode on), 0 otherwise.",
+            flag(standby && sync_role == Some("sync_standby")),
+        ),
+        (
+            "patroni_quorum_standby",
+            "Value is 1 if this node is a quorum standby (synchronous_mode quorum), 0 otherwise.",
+            flag(standby && sync_role == Some("quorum_standby")),
+        ),
+        (
+            "pgkeel_synchronous_unprotected",
+            "Value is 1 on the primary while synchronous mode is on but no synchronous standby holds its commits (writes run unprotected), 0 otherwise.",
+            flag(
+                primary
+                    && st
+                        .view
+                        .as_ref()
+                        .is_some_and(|v| crate::ha::sync::protection(v) == crate::ha::sync::Protection::Unprotected),
+            ),
         ),
         (
             "patroni_xlog_location",

@@ -286,7 +286,13 @@ impl ProcCluster {
                     .collect();
                 let streaming = data
                     .iter()
-                    .filter(|m| m["role"] == "replica" && m["state"] == "streaming")
+                    .filter(|m| {
+                        // A synchronous standby is a replica too.
+                        matches!(
+                            m["role"].as_str(),
+                            Some("replica" | "sync_standby" | "quorum_standby")
+                        ) && m["state"] == "streaming"
+                    })
                     .count();
                 if data.len() == data_members && leader.len() == 1 && streaming == data_members - 1
                 {
