@@ -82,7 +82,7 @@ fn async_losses_stay_within_maximum_lag_on_failover() {
         synchronous_mode: "off",
         strict: false,
     };
-    hunt(mode, "two-plus-witness", 2, 8);
+    hunt(mode, "two-plus-witness", 2, 6);
 }
 
 #[test]
