@@ -203,6 +203,11 @@ impl Admin for AdminService {
         let records = member_records(&kvs);
         let leader = leader_of(&kvs);
         let voters = self.store.probe_voters().await;
+        let view = crate::ha::records::observed_view(&kvs, std::time::SystemTime::now());
+        let no_leader = crate::ha::no_leader(&view).unwrap_or_else(|| crate::ha::NoLeader {
+            reason: String::new(),
+            blockers: Vec::new(),
+        });
         Ok(Response::new(pb::ListMembersReply {
             scope: self.store.identity().scope.clone(),
             cluster_id: self.store.identity().cluster_id(),
@@ -213,6 +218,12 @@ impl Admin for AdminService {
             )
             .is_some_and(|dcs| dcs.pause),
             pending_switchover: switchover::pending_line(&kvs),
+            no_leader_reason: no_leader.reason,
+            promotion_blockers: no_leader
+                .blockers
+                .into_iter()
+                .map(|(member, reason)| pb::PromotionBlocker { member, reason })
+                .collect(),
         }))
     }
 
