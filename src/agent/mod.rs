@@ -48,6 +48,9 @@ pub struct AgentSpec {
     /// `host:port` other members reach this node's PostgreSQL at.
     pub pg_address: String,
     pub tags: MemberTags,
+    /// The tags the core does not read (free-form ones included), as the
+    /// config file has them: published in the member key beside `tags`.
+    pub labels: BTreeMap<String, crate::config::Scalar>,
     pub auth: Authentication,
     pub initdb: Vec<InitdbOption>,
     pub ha: HaConfig,
@@ -124,6 +127,7 @@ pub async fn run<P: Postgres + 'static>(
     let mut revision = watch.revision;
     let mut pg_task: Option<(ActionKind, JoinHandle<()>)> = None;
     let mut shutdown_sent = false;
+    let mut vacancy_logged = false;
 
     tokio::spawn(seed_dynamic_config(store.clone(), spec.dcs.clone()));
     if let Some(updated) = with_dynamic_config(&spec, &kv) {
@@ -143,6 +147,7 @@ pub async fn run<P: Postgres + 'static>(
             let now = clock.now();
             let actions = ha.handle(now, event);
             status.publish(&ha, now);
+            log_vacancy_blocker(&ha, now, &mut vacancy_logged);
             let held = sync_fencer(&fencer, &ha, now);
             for action in actions {
                 if let Action::Exit { error } = action {
@@ -211,6 +216,32 @@ pub async fn run<P: Postgres + 'static>(
                     tracing::info!("shutting down: handing over before leaving");
                     pending.push(Event::Shutdown);
                 }
+            }
+        }
+    }
+}
+
+/// Says once per vacancy of the leader key why this member does not take
+/// it, and why nobody may (the cluster waits rather than promote a member
+/// it must not).
+fn log_vacancy_blocker(ha: &Ha, now: BootInstant, logged: &mut bool) {
+    let Some(view) = ha.view() else { return };
+    if view.leader.is_some() {
+        *logged = false;
+        return;
+    }
+    if *logged {
+        return;
+    }
+    if let Some(why) = ha.vacancy_blocker(now) {
+        *logged = true;
+        match crate::ha::no_leader(view) {
+            Some(all) => tracing::warn!(
+                "the leader key is vacant and this member may not take it ({why}): {}",
+                all.reason
+            ),
+            None => {
+                tracing::warn!("the leader key is vacant and this member may not take it ({why})")
             }
         }
     }

@@ -85,6 +85,7 @@
 //! is stalled, and owns the watchdog.
 
 mod actions;
+mod blockers;
 mod bootstrap;
 mod candidate;
 mod lease;
@@ -113,6 +114,7 @@ use crate::clock::BootInstant;
 use crate::consensus::types::LeaseId;
 
 pub use actions::{Action, ActionDone, ActionKind, OpOutcome, Reply, StartAs, StopMode};
+pub use blockers::{no_leader, promotion_blockers, NoLeader};
 pub use candidate::{
     failover_eligibility, standby_position, Ineligible, PolledPosition, POSITION_QUERY_TIMEOUT,
 };

@@ -42,6 +42,7 @@ pub fn spec(config: &Config) -> anyhow::Result<(AgentSpec, crate::config::Postgr
             nosync: tags.nosync(),
             failover_priority: tags.failover_priority(),
         },
+        labels: tags.labels(),
         auth: pg.authentication.clone(),
         initdb: config
             .bootstrap

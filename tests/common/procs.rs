@@ -397,6 +397,27 @@ impl ProcCluster {
         std::fs::write(path, lines.join("\n") + "\n").expect("write config");
     }
 
+    /// Sets tag `key` to `value` (YAML) in the node's `tags:` section:
+    /// rewrites its line, or adds one for a free-form tag. Effective from
+    /// the node's next start.
+    pub fn set_tag(&self, file: &str, key: &str, value: &str) {
+        let path = &self.nodes[file].config;
+        let text = std::fs::read_to_string(path).expect("read config");
+        let (head, tags) = text
+            .split_once("\ntags:\n")
+            .unwrap_or_else(|| panic!("{} has no tags section", path.display()));
+        let line = format!("  {key}: {value}");
+        let tags = match tags
+            .lines()
+            .take_while(|l| l.starts_with("  "))
+            .find(|l| l.trim_start().starts_with(&format!("{key}:")))
+        {
+            Some(old) => tags.replacen(old, &line, 1),
+            None => format!("{line}\n{tags}"),
+        };
+        std::fs::write(path, format!("{head}\ntags:\n{tags}")).expect("write config");
+    }
+
     /// Adds `line` (e.g. `admin_token: x`) to the `raft:` section of the
     /// node's file, before its `peers:` list.
     pub fn add_raft_line(&self, file: &str, line: &str) {
@@ -500,6 +521,20 @@ impl ProcCluster {
             tracing::info!(name, pid = child.id(), "kill -9");
             let _ = child.kill();
             let _ = child.wait();
+        }
+    }
+
+    /// The loss of a data node's machine: SIGKILL of its pgkeel and of its
+    /// postmaster together.
+    pub fn kill9_with_postgres(&mut self, file: &str) {
+        let postmaster = self.postmaster_pid(file);
+        self.kill9(file);
+        if let Some(pid) = postmaster {
+            tracing::info!(file, pid, "kill -9 postmaster");
+            // SAFETY: kill(2) on the PID from the node's own postmaster.pid.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
         }
     }
 

@@ -6,6 +6,7 @@
 //! a lease renewed just now, the member (and, for a leader, status) key
 //! already published, so a case shows only what its rule asks for.
 
+mod blockers;
 mod bootstrap;
 mod candidate;
 mod core;
