@@ -256,8 +256,26 @@ impl Ha {
             })
             .unwrap_or_default();
         match quorum_short(view, &self.node.name, &answered) {
-            0 => Ok(()),
-            missing => Err(Ineligible::QuorumShort { missing }),
+            0 => {}
+            missing => return Err(Ineligible::QuorumShort { missing }),
+        }
+        // Each answer may hold a commit only it acknowledged: we must be
+        // at least as far as every member of the set that answered, even
+        // one that may not be promoted itself.
+        let mine = self
+            .pg
+            .as_ref()
+            .and_then(|pg| standby_position(pg.received_lsn, pg.replayed_lsn));
+        let ahead = view.sync.as_deref().and_then(|key| {
+            polled?
+                .iter()
+                .filter(|(name, _)| key.contains(name))
+                .find(|(_, a)| a.standby_position() > mine)
+                .map(|(name, _)| name.clone())
+        });
+        match ahead {
+            Some(by) => Err(Ineligible::Outranked { by }),
+            None => Ok(()),
         }
     }
 
@@ -452,7 +470,10 @@ impl Ha {
             });
         } else if !pg.running {
             self.state = State::Candidate(CandidateStep::Abandoning);
-        } else if pg.in_recovery == Some(true) && !self.strict_before_promote(now, &pg, out) {
+        } else if pg.in_recovery == Some(true)
+            && !self.claim_sync_before_promote(now, out)
+            && !self.strict_before_promote(now, &pg, out)
+        {
             self.emit(now, out, Action::Promote);
         }
         // Running, recovery state unknown: the next probe tells.
