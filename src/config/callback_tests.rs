@@ -65,7 +65,7 @@ fn bad_callbacks_name_their_key_and_fix() {
     let dir_path = dir.path().display().to_string();
     let cases = [
         (
-            format!("  callbacks:\n    on_start: /nonexistent/cb.sh\n"),
+            "  callbacks:\n    on_start: /nonexistent/cb.sh\n".to_string(),
             "postgresql.callbacks.on_start",
             "cannot use /nonexistent/cb.sh",
         ),

@@ -54,6 +54,9 @@
 //!     │                  │                   │                  ▼
 //!     ├──────────────────┴───────────────────┘              Abandoning: Fence, then ReleaseLeader
 //!     └───────────── released ──────────────────────────────────┘
+//!  With `pre_promote` (see `callbacks`): Acquiring ─Won─▶ PrePromoting ─exit 0─▶ Promoting;
+//!     PrePromoting ─non-zero exit or timeout─▶ Abandoning (no fence: still a
+//!     standby), and no race for one ttl
 //!  Candidate::Promoting / Abandoning ── lease lost (Fence if needed) ──▶ Replica
 //!
 //!  Demoting (SIGTERM; a switchover's demote arrives with the admin calls):
@@ -86,6 +89,7 @@
 
 mod actions;
 mod bootstrap;
+mod callbacks;
 mod candidate;
 mod lease;
 mod machinery;
@@ -112,6 +116,7 @@ use crate::clock::BootInstant;
 use crate::consensus::types::LeaseId;
 
 pub use actions::{Action, ActionDone, ActionKind, OpOutcome, Reply, StartAs, StopMode};
+pub use callbacks::{CallbackKind, CallbackRole, CallbackSet};
 pub use candidate::{
     failover_eligibility, standby_position, Ineligible, PolledPosition, POSITION_QUERY_TIMEOUT,
 };
@@ -180,6 +185,8 @@ pub struct NodeInfo {
     /// How a diverged node rejoins (`postgresql.use_pg_rewind`,
     /// `postgresql.remove_data_directory_on_rewind_failure`).
     pub rejoin: RejoinPolicy,
+    /// Which of `postgresql.callbacks` and `pre_promote` are configured.
+    pub callbacks: CallbackSet,
 }
 
 /// How a node whose timeline diverged from the leader's gets back.
@@ -325,6 +332,9 @@ pub struct Ha {
     /// [`HaConfig::parameters_fingerprint`] of the dynamic PostgreSQL
     /// parameters last written and reloaded (see `settings`).
     parameters_applied: Option<u64>,
+    /// The last role for `on_role_change`, and a stand-aside after a
+    /// failed `pre_promote` (see `callbacks`).
+    cb: callbacks::CallbackMemory,
 }
 
 impl Ha {
@@ -365,6 +375,7 @@ impl Ha {
             handover_failure: None,
             ops: operations::OpTracker::default(),
             parameters_applied: None,
+            cb: callbacks::CallbackMemory::default(),
         }
     }
 
@@ -375,20 +386,24 @@ impl Ha {
         if self.state == State::Exited {
             return Vec::new();
         }
+        let mut out = Vec::new();
         match event {
             Event::Tick => {}
             Event::StoreChanged(view) => self.view = Some(view),
-            Event::PgProbed(pg) => self.on_probe(now, pg),
+            Event::PgProbed(pg) => {
+                self.callbacks_on_probe(&pg);
+                self.on_probe(now, pg)
+            }
             Event::PositionsPolled(answers) => self.on_polled(answers),
             Event::ActionDone(done) => {
                 if self.inflight.contains_key(&done.kind) {
+                    self.callbacks_on_done(now, &done, &mut out);
                     self.op_observe(&done);
                 }
                 self.on_done(now, done)
             }
             Event::Shutdown => self.shutdown = true,
         }
-        let mut out = Vec::new();
         self.step(now, &mut out);
         out
     }
@@ -454,6 +469,7 @@ impl Ha {
         at.extend(self.published.as_ref().map(|p| p.at + cfg.loop_wait));
         at.extend(self.status_published.map(|(_, t)| t + cfg.loop_wait));
         at.extend(self.retry_at.values().copied());
+        at.extend(self.stand_aside_end());
         at.extend(
             self.slot_absent_since
                 .values()

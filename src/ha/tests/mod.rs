@@ -7,6 +7,7 @@
 //! already published, so a case shows only what its rule asks for.
 
 mod bootstrap;
+mod callbacks;
 mod candidate;
 mod core;
 mod eligibility;
@@ -46,6 +47,7 @@ pub fn node(name: &str) -> NodeInfo {
         pg_address: format!("{name}:5432"),
         tags: MemberTags::default(),
         rejoin: RejoinPolicy::default(),
+        callbacks: CallbackSet::default(),
     }
 }
 
