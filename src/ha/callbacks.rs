@@ -5,8 +5,10 @@
 //! Callbacks are decided here, on the answer to an action, because one of
 //! them needs memory: `on_role_change` fires when PostgreSQL runs in a role
 //! other than the one it last ran in (known from the last start or
-//! promotion this node completed, or from the first probe of a server that
-//! was already running). The driver runs them without answering
+//! promotion this node completed, or from the first probe: a running
+//! server's role, or the role a stopped data directory last ran in, so a
+//! crashed primary whose agent restarts and rejoins it as a standby calls
+//! `on_role_change replica`, as Patroni does). The driver runs them without answering
 //! ([`Action::RunCallback`]): a script's exit status changes no decision.
 //!
 //! | completed action                   | callback                    |
@@ -29,7 +31,7 @@ use crate::clock::BootInstant;
 
 use super::actions::{Action, ActionDone, ActionKind, Reply, StartAs};
 use super::state::{CandidateStep, State};
-use super::view::PgState;
+use super::view::{DataDir, PgState};
 use super::Ha;
 
 /// Which of the operator's asynchronous scripts.
@@ -85,10 +87,16 @@ impl CallbackRole {
         }
     }
 
+    /// The role `pg` shows: a running server's, or the one a stopped
+    /// data directory last ran in (pg_controldata's state).
     fn observed(pg: &PgState) -> Option<CallbackRole> {
-        match (pg.running, pg.in_recovery) {
-            (true, Some(false)) => Some(CallbackRole::Primary),
-            (true, Some(true)) => Some(CallbackRole::Replica),
+        match (pg.running, pg.in_recovery, pg.data_dir) {
+            (true, Some(false), _) => Some(CallbackRole::Primary),
+            (true, Some(true), _) => Some(CallbackRole::Replica),
+            (false, _, DataDir::Initialized { .. }) if pg.was_primary => {
+                Some(CallbackRole::Primary)
+            }
+            (false, _, DataDir::Initialized { .. }) => Some(CallbackRole::Replica),
             _ => None,
         }
     }
@@ -187,8 +195,8 @@ impl Ha {
         }
     }
 
-    /// A probe: the role of a server this node found running (after a
-    /// restart of pgkeel) is the one a later change is measured from.
+    /// A probe: the role of the server this node found (after a restart
+    /// of pgkeel) is the one a later change is measured from.
     pub(super) fn callbacks_on_probe(&mut self, pg: &PgState) {
         if self.cb.role.is_none() {
             self.cb.role = CallbackRole::observed(pg);

@@ -405,6 +405,21 @@ impl ProcCluster {
         std::fs::write(path, text).expect("write config");
     }
 
+    /// Adds `line` (e.g. `pre_promote: /usr/local/bin/fence`) at the top of
+    /// the `postgresql:` section of the node's file; effective from the
+    /// node's next start.
+    pub fn add_postgresql_line(&self, file: &str, line: &str) {
+        let path = &self.nodes[file].config;
+        let text = std::fs::read_to_string(path).expect("read config");
+        assert!(
+            text.contains("\npostgresql:\n"),
+            "{} has no postgresql section",
+            path.display()
+        );
+        let text = text.replacen("\npostgresql:\n", &format!("\npostgresql:\n  {line}\n"), 1);
+        std::fs::write(path, text).expect("write config");
+    }
+
     /// Turns on `raft.tls` in every node's file, with a fresh CA and a
     /// certificate per node from `scripts/gen-test-certs.sh`, plus a client
     /// certificate `admin` for pgkeelctl. Returns the certificates' directory.

@@ -182,13 +182,46 @@ fn each_completed_action_asks_for_its_callbacks() {
             Ok(Reply::Done),
             vec![cb(OnRoleChange, Replica)],
         ),
+        (
+            "a crashed primary found stopped by a new agent starts as a standby",
+            all(),
+            None,
+            PgState {
+                was_primary: true,
+                ..pg_stopped()
+            },
+            standby_of(Some("b")),
+            Ok(Reply::Done),
+            vec![cb(OnStart, Replica), cb(OnRoleChange, Replica)],
+        ),
+        (
+            "a stopped standby found by a new agent starts as a standby",
+            all(),
+            None,
+            pg_stopped(),
+            standby_of(Some("b")),
+            Ok(Reply::Done),
+            vec![cb(OnStart, Replica)],
+        ),
+        (
+            "an empty data directory cloned and started",
+            all(),
+            None,
+            pg_empty(),
+            standby_of(Some("b")),
+            Ok(Reply::Done),
+            vec![cb(OnStart, Replica)],
+        ),
     ];
     let mut failures = Vec::new();
     for (case, set, last, pg, action, result, want) in cases {
         let mut fx = Fx::new(State::Replica, view().leader("b", 3).primary("b"), pg).lease();
         fx.ha.node.callbacks = set;
-        fx.ha.cb = Default::default();
+        // What the agent's first probe showed.
+        let first = fx.ha.pg.clone().expect("a probe");
+        fx.ha.callbacks_on_probe(&first);
         if let Some(role) = last {
+            fx.ha.cb = Default::default();
             // The role a probe of a running server would have shown.
             let seen = match role {
                 Primary => pg_primary(),
