@@ -68,14 +68,6 @@ fn wait_line(c: &ProcCluster, path: &Path, line: &str, within: Duration) {
     }
 }
 
-/// SIGKILL of a process of the cluster under test, by PID.
-fn kill(pid: i32) {
-    // SAFETY: kill(2) on a PID read from the cluster's own postmaster.pid.
-    unsafe {
-        libc::kill(pid, libc::SIGKILL);
-    }
-}
-
 /// The primary's machine is lost (pgkeel and postmaster SIGKILLed): the
 /// promoted replica runs `on_role_change primary demo`; the old primary,
 /// restarted, rejoins as a standby and runs `on_role_change replica demo`.
@@ -111,14 +103,8 @@ fn on_role_change_runs_with_the_new_role_after_a_failover() {
         "on_start replica demo",
         Duration::from_secs(30),
     );
-    let postmaster = c.postmaster_pid(&old).expect("the primary's postmaster");
-    tracing::info!(
-        leader,
-        postmaster,
-        "phase: kill -9 the primary's pgkeel and postmaster"
-    );
-    c.kill9(&old);
-    kill(postmaster);
+    tracing::info!(leader, "phase: the primary's machine is lost");
+    c.kill_machine(&old).expect("the primary's postmaster ran");
     let new_leader = c.wait_new_leader(&leader, &[old.as_str()], Duration::from_secs(60));
     assert_eq!(c.file_of(&new_leader), replica);
     wait_line(
@@ -188,14 +174,8 @@ fn a_failing_pre_promote_hands_the_race_to_another_member() {
     c.add_postgresql_line(&refuser, &format!("pre_promote: {}", pre.display()));
     c.start(&refuser);
     c.wait_streaming(3, Duration::from_secs(90));
-    let postmaster = c.postmaster_pid(&old).expect("the primary's postmaster");
-    tracing::info!(
-        leader,
-        postmaster,
-        "phase: kill -9 the primary's pgkeel and postmaster"
-    );
-    c.kill9(&old);
-    kill(postmaster);
+    tracing::info!(leader, "phase: the primary's machine is lost");
+    c.kill_machine(&old).expect("the primary's postmaster ran");
     // The refuser holds the key for a moment while a standby: wait for the
     // other member to run writable.
     let deadline = Instant::now() + Duration::from_secs(90);
