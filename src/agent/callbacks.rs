@@ -143,6 +143,21 @@ impl CallbackRunner {
         }))
     }
 
+    /// Waits for the callbacks still running (each ends by its timeout at
+    /// the latest), so an `on_stop` called on the way out of a shutdown
+    /// finishes and is logged before pgkeel exits.
+    pub async fn finish(&self) {
+        let running: Vec<Running> =
+            std::mem::take(&mut *self.running.lock().unwrap_or_else(|e| e.into_inner()))
+                .into_values()
+                .collect();
+        // Dropping `cancel` does not cancel: a run then goes to its end.
+        let ended = running.into_iter().map(|r| async move {
+            let _ = r.ended.await;
+        });
+        futures::future::join_all(ended).await;
+    }
+
     /// Runs `pre_promote` and waits for it: `Ok` on a zero exit, else one
     /// sentence saying what happened. `Ok` when none is configured.
     pub async fn pre_promote(&self) -> Result<(), String> {

@@ -165,6 +165,7 @@ pub async fn run<P: Postgres + 'static>(
                     if let Some((_, t)) = pg_task.take() {
                         t.abort();
                     }
+                    lanes.callbacks.finish().await;
                     return error;
                 }
                 if let Some(e) = refuse(&fencer, &held, &action) {

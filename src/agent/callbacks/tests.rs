@@ -256,3 +256,21 @@ async fn pre_promote_succeeds_only_on_a_zero_exit_within_the_timeout() {
     let none = CallbackRunner::new(CallbackSpec::default());
     assert_eq!(none.pre_promote().await, Ok(()));
 }
+
+#[tokio::test]
+async fn finish_waits_for_running_callbacks() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("stopped");
+    let exe = script(
+        dir.path(),
+        "cb.sh",
+        &format!("sleep 0.3\necho \"$1 $2\" > {}", out.display()),
+    );
+    let runner = CallbackRunner::new(spec(CallbackKind::OnStop, &[&exe], Duration::from_secs(10)));
+    drop(runner.call(CallbackKind::OnStop, CallbackRole::Primary));
+    runner.finish().await;
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap_or_default().trim(),
+        "on_stop primary"
+    );
+}
