@@ -210,6 +210,7 @@ impl Ha {
         self.vacant()
             && !self.cfg().pause
             && !self.request_bars_me(now)
+            && self.stands_aside_until(now).is_none()
             && self.eligibility(now, pg, Some(&BTreeMap::new())).is_ok()
     }
 
@@ -336,6 +337,7 @@ impl Ha {
         match step {
             CandidateStep::Polling => self.polling(now, out),
             CandidateStep::Acquiring => self.acquiring(now, out),
+            CandidateStep::PrePromoting => self.pre_promoting(now, out),
             CandidateStep::Promoting => self.promoting(now, out),
             CandidateStep::Abandoning => self.abandoning(now, out),
         }
@@ -397,7 +399,7 @@ impl Ha {
             // the store applied it): the key is ours on our lease.
             Some((true, revision)) => {
                 self.leader_revision = Some(revision);
-                self.state = State::Candidate(CandidateStep::Promoting);
+                self.state = State::Candidate(self.won_step());
             }
             // Someone else's, or ours on a lease we lost (it expires with
             // that lease): follow.

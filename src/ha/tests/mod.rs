@@ -8,6 +8,7 @@
 
 mod blockers;
 mod bootstrap;
+mod callbacks;
 mod candidate;
 mod core;
 mod eligibility;
@@ -48,6 +49,7 @@ pub fn node(name: &str) -> NodeInfo {
         pg_address: format!("{name}:5432"),
         tags: MemberTags::default(),
         rejoin: RejoinPolicy::default(),
+        callbacks: CallbackSet::default(),
     }
 }
 
