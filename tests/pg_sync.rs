@@ -310,3 +310,73 @@ fn only_the_sync_set_may_be_promoted_and_an_empty_one_promotes_nobody() {
     let (now_leader, _) = c.wait_streaming(2, Duration::from_secs(90));
     assert_eq!(now_leader, leader, "{}", c.logs());
 }
+
+/// Quorum mode on three data nodes: both replicas are quorum standbys
+/// (`ANY 1` of the two), `/quorum` says so, and when the primary dies one
+/// of them is promoted — having asked the other where it is — with every
+/// acknowledged row.
+#[test]
+fn quorum_mode_promotes_a_standby_that_holds_every_acknowledged_commit() {
+    let Some(_serial) = exclusive() else {
+        return;
+    };
+    let mut c = ProcCluster::from_example("three-node");
+    for file in ["node1", "node2", "node3"] {
+        c.set_config_line(file, "synchronous_mode", "quorum");
+    }
+    c.start_all();
+    let (leader, hosts) = c.wait_streaming(3, Duration::from_secs(120));
+    let lfile = c.file_of(&leader);
+    let replicas: Vec<String> = hosts.keys().filter(|n| **n != leader).cloned().collect();
+    let v = wait_cluster(
+        &c,
+        &lfile,
+        "two quorum standbys",
+        Duration::from_secs(45),
+        |v| {
+            replicas.iter().all(|r| role_of(v, r) == "quorum_standby")
+                && protection(v) == "protected"
+        },
+    );
+    assert_eq!(v["synchronous"]["quorum"], 1, "{v:#}");
+    for r in &replicas {
+        let file = c.file_of(r);
+        assert_eq!(code(&c, &file, "/quorum"), 200, "{r}");
+        assert_eq!(code(&c, &file, "/sync"), 503, "{r}");
+        assert_eq!(code(&c, &file, "/read-only-sync"), 200, "{r}");
+    }
+    let list = c.ctl_ok(&lfile, &["list"]);
+    assert!(
+        list.contains("Synchronous mode: quorum — each commit on 1 of"),
+        "{list}"
+    );
+    let rt = runtime();
+    let ssn = sql(
+        &rt,
+        &hosts[&leader],
+        "select count(*) from pg_stat_replication where sync_state = 'quorum'",
+    )
+    .unwrap();
+    assert_eq!(ssn, vec![2], "PostgreSQL does not wait for ANY 1 of both");
+    sql(
+        &rt,
+        &hosts[&leader],
+        "create table t (id bigint primary key)",
+    )
+    .unwrap();
+    for i in 1..=50 {
+        sql(&rt, &hosts[&leader], &format!("insert into t values ({i})")).unwrap();
+    }
+
+    tracing::info!(leader, "phase: the primary's machine dies");
+    kill_node(&mut c, &lfile);
+    let new = c.wait_new_leader(&leader, &[&leader], Duration::from_secs(60));
+    assert!(replicas.contains(&new), "{new}");
+    wait_rows(&rt, &hosts[&new], 50, &c);
+    let rest: std::collections::BTreeMap<String, String> = hosts
+        .iter()
+        .filter(|(n, _)| **n != leader)
+        .map(|(n, h)| (n.clone(), h.clone()))
+        .collect();
+    assert_eq!(writable_hosts(&rt, &rest), vec![new.clone()]);
+}
