@@ -102,17 +102,6 @@ fn code(c: &ProcCluster, file: &str, path: &str) -> u16 {
     http(&c.rest_address(file), "GET", path, &[], "").map_or(0, |(code, _)| code)
 }
 
-/// Kills a data node the hard way: its postmaster, then its agent.
-fn kill_node(c: &mut ProcCluster, file: &str) {
-    if let Some(pid) = c.postmaster_pid(file) {
-        // SAFETY: kill(2) on the PID in the node's own postmaster.pid.
-        unsafe {
-            libc::kill(pid, libc::SIGKILL);
-        }
-    }
-    c.kill9(file);
-}
-
 /// Runs `insert` against `host` on its own thread; the receiver gets the
 /// outcome when the commit returns.
 fn insert_in_background(host: String, value: i64) -> mpsc::Receiver<Result<Vec<i64>, String>> {
@@ -174,7 +163,7 @@ fn a_lost_sync_standby_leaves_writes_unprotected_or_blocked_as_configured() {
     sql(&rt, &hosts[&leader], "insert into t values (1)").unwrap();
 
     tracing::info!("phase: not strict — kill the synchronous standby");
-    kill_node(&mut c, &rfile);
+    c.kill_machine(&rfile);
     let done = insert_in_background(hosts[&leader].clone(), 2);
     let answer = done.recv_timeout(Duration::from_secs(60));
     assert!(
@@ -226,7 +215,7 @@ fn a_lost_sync_standby_leaves_writes_unprotected_or_blocked_as_configured() {
         Duration::from_secs(15),
         |v| v["synchronous"]["strict"] == true,
     );
-    kill_node(&mut c, &rfile);
+    c.kill_machine(&rfile);
     let done = insert_in_background(hosts[&leader].clone(), 3);
     // The commit must still be waiting a while later (strict: no write
     // runs unprotected).
@@ -285,7 +274,7 @@ fn only_the_sync_set_may_be_promoted_and_an_empty_one_promotes_nobody() {
     assert_eq!(c.running_leader(&[]).map(|(l, _)| l), Some(leader.clone()));
 
     tracing::info!("phase: the primary dies; nobody may be promoted");
-    kill_node(&mut c, &lfile);
+    c.kill_machine(&lfile);
     let until = Instant::now() + TTL * 3;
     while Instant::now() < until {
         assert!(
@@ -369,7 +358,7 @@ fn quorum_mode_promotes_a_standby_that_holds_every_acknowledged_commit() {
     }
 
     tracing::info!(leader, "phase: the primary's machine dies");
-    kill_node(&mut c, &lfile);
+    c.kill_machine(&lfile);
     let new = c.wait_new_leader(&leader, &[&leader], Duration::from_secs(60));
     assert!(replicas.contains(&new), "{new}");
     wait_rows(&rt, &hosts[&new], 50, &c);

@@ -110,7 +110,7 @@ fn a_nofailover_member_is_never_promoted_and_the_cluster_says_why() {
         c.postmaster_pid("node1").is_some(),
         "node1's postmaster runs"
     );
-    c.kill9_with_postgres("node1");
+    c.kill_machine("node1");
     let killed = Instant::now();
     // node1's lease runs out within one TTL; then nobody may take the key
     // for three more.
@@ -240,7 +240,7 @@ fn failover_priority_decides_between_equal_replicas_and_noloadbalance_leaves_the
         c.postmaster_pid(&leader).is_some(),
         "the primary's postmaster runs"
     );
-    c.kill9_with_postgres(&leader);
+    c.kill_machine(&leader);
     let new = c.wait_new_leader(&leader, &[leader.as_str()], Duration::from_secs(60));
     assert_eq!(
         new,

@@ -553,20 +553,6 @@ impl ProcCluster {
         }
     }
 
-    /// The loss of a data node's machine: SIGKILL of its pgkeel and of its
-    /// postmaster together.
-    pub fn kill9_with_postgres(&mut self, file: &str) {
-        let postmaster = self.postmaster_pid(file);
-        self.kill9(file);
-        if let Some(pid) = postmaster {
-            tracing::info!(file, pid, "kill -9 postmaster");
-            // SAFETY: kill(2) on the PID from the node's own postmaster.pid.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-            }
-        }
-    }
-
     /// `pgkeelctl ARGS` through `via`, which must exit 0; its stdout.
     pub fn ctl_ok(&self, via: &str, args: &[&str]) -> String {
         let out = self.ctl(via, args);
