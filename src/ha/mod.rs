@@ -521,6 +521,15 @@ impl Ha {
             // is timed afresh (`replica` starts the clock).
             self.vacant_since = None;
         }
+        // The mark of the synchronous setting is the primary's, for one
+        // tenure: a later one must not count standbys against an old
+        // position (see `sync`).
+        if !matches!(self.state, State::Primary(_)) {
+            self.sync_mark = None;
+        }
+        if !matches!(self.state, State::Primary(_) | State::Candidate(_)) {
+            self.sync_written = None;
+        }
         if self.shutdown && !matches!(self.state, State::Stopping(_) | State::Exited) {
             self.state = State::Stopping(StoppingState::StoppingPostgres);
         }

@@ -702,3 +702,26 @@ fn the_primary_writes_its_key_then_waits_to_see_it_before_the_next_step() {
     };
     assert!(out.contains(&listed), "{out:?}");
 }
+
+#[test]
+fn the_mark_of_one_tenure_is_not_carried_into_the_next() {
+    let mut v = view()
+        .init("a", Some(SYSID))
+        .leader("a", L)
+        .primary("a")
+        .replica("b");
+    v.0.config.sync.mode = SynchronousMode::On;
+    let mut pg = pg_primary();
+    pg.sync_standby_names = Some(first(1, &["b"]).render());
+    pg.slots = vec![slot("b", true)];
+    let mut fx = Fx::new(State::Primary(PrimaryState::default()), v, pg.clone())
+        .lease()
+        .leader();
+    fx.quiet_at(1_000);
+    fx.probed(pg.clone());
+    assert!(fx.ha.sync_mark.is_some());
+    // Demoted (the key went elsewhere): the mark is forgotten.
+    fx.ha.state = State::Replica;
+    fx.tick(1_001);
+    assert_eq!(fx.ha.sync_mark, None);
+}
