@@ -51,6 +51,9 @@ pub struct NodeStatus {
     pub switchovers: u64,
     /// The phases of the last failover that made this node primary.
     pub last_failover: Option<FailoverPhases>,
+    /// After a failed `pre_promote`, this node takes no part in failover
+    /// races until this instant (judged when asked, like the lease).
+    pub stands_aside_until: Option<BootInstant>,
 }
 
 impl NodeStatus {
@@ -175,6 +178,7 @@ impl StatusPublisher {
             failovers: self.failovers,
             switchovers: 0,
             last_failover: self.last_failover,
+            stands_aside_until: ha.stands_aside_until(now),
         };
         self.tx.send_replace(status);
     }
@@ -197,7 +201,7 @@ impl StatusPublisher {
                     });
                 }
             }
-            State::Candidate(CandidateStep::Promoting) => {
+            State::Candidate(CandidateStep::PrePromoting | CandidateStep::Promoting) => {
                 if let Some(c) = self.current.as_mut() {
                     c.acquired_at.get_or_insert(now);
                 }

@@ -102,17 +102,6 @@ fn code(c: &ProcCluster, file: &str, path: &str) -> u16 {
     http(&c.rest_address(file), "GET", path, &[], "").map_or(0, |(code, _)| code)
 }
 
-/// Kills a data node the hard way: its postmaster, then its agent.
-fn kill_node(c: &mut ProcCluster, file: &str) {
-    if let Some(pid) = c.postmaster_pid(file) {
-        // SAFETY: kill(2) on the PID in the node's own postmaster.pid.
-        unsafe {
-            libc::kill(pid, libc::SIGKILL);
-        }
-    }
-    c.kill9(file);
-}
-
 /// Runs `insert` against `host` on its own thread; the receiver gets the
 /// outcome when the commit returns.
 fn insert_in_background(host: String, value: i64) -> mpsc::Receiver<Result<Vec<i64>, String>> {
@@ -174,7 +163,7 @@ fn a_lost_sync_standby_leaves_writes_unprotected_or_blocked_as_configured() {
     sql(&rt, &hosts[&leader], "insert into t values (1)").unwrap();
 
     tracing::info!("phase: not strict — kill the synchronous standby");
-    kill_node(&mut c, &rfile);
+    c.kill_machine(&rfile);
     let done = insert_in_background(hosts[&leader].clone(), 2);
     let answer = done.recv_timeout(Duration::from_secs(60));
     assert!(
@@ -226,7 +215,7 @@ fn a_lost_sync_standby_leaves_writes_unprotected_or_blocked_as_configured() {
         Duration::from_secs(15),
         |v| v["synchronous"]["strict"] == true,
     );
-    kill_node(&mut c, &rfile);
+    c.kill_machine(&rfile);
     let done = insert_in_background(hosts[&leader].clone(), 3);
     // The commit must still be waiting a while later (strict: no write
     // runs unprotected).
@@ -285,7 +274,7 @@ fn only_the_sync_set_may_be_promoted_and_an_empty_one_promotes_nobody() {
     assert_eq!(c.running_leader(&[]).map(|(l, _)| l), Some(leader.clone()));
 
     tracing::info!("phase: the primary dies; nobody may be promoted");
-    kill_node(&mut c, &lfile);
+    c.kill_machine(&lfile);
     let until = Instant::now() + TTL * 3;
     while Instant::now() < until {
         assert!(
@@ -309,4 +298,74 @@ fn only_the_sync_set_may_be_promoted_and_an_empty_one_promotes_nobody() {
     c.start(&lfile);
     let (now_leader, _) = c.wait_streaming(2, Duration::from_secs(90));
     assert_eq!(now_leader, leader, "{}", c.logs());
+}
+
+/// Quorum mode on three data nodes: both replicas are quorum standbys
+/// (`ANY 1` of the two), `/quorum` says so, and when the primary dies one
+/// of them is promoted — having asked the other where it is — with every
+/// acknowledged row.
+#[test]
+fn quorum_mode_promotes_a_standby_that_holds_every_acknowledged_commit() {
+    let Some(_serial) = exclusive() else {
+        return;
+    };
+    let mut c = ProcCluster::from_example("three-node");
+    for file in ["node1", "node2", "node3"] {
+        c.set_config_line(file, "synchronous_mode", "quorum");
+    }
+    c.start_all();
+    let (leader, hosts) = c.wait_streaming(3, Duration::from_secs(120));
+    let lfile = c.file_of(&leader);
+    let replicas: Vec<String> = hosts.keys().filter(|n| **n != leader).cloned().collect();
+    let v = wait_cluster(
+        &c,
+        &lfile,
+        "two quorum standbys",
+        Duration::from_secs(45),
+        |v| {
+            replicas.iter().all(|r| role_of(v, r) == "quorum_standby")
+                && protection(v) == "protected"
+        },
+    );
+    assert_eq!(v["synchronous"]["quorum"], 1, "{v:#}");
+    for r in &replicas {
+        let file = c.file_of(r);
+        assert_eq!(code(&c, &file, "/quorum"), 200, "{r}");
+        assert_eq!(code(&c, &file, "/sync"), 503, "{r}");
+        assert_eq!(code(&c, &file, "/read-only-sync"), 200, "{r}");
+    }
+    let list = c.ctl_ok(&lfile, &["list"]);
+    assert!(
+        list.contains("Synchronous mode: quorum — each commit on 1 of"),
+        "{list}"
+    );
+    let rt = runtime();
+    let ssn = sql(
+        &rt,
+        &hosts[&leader],
+        "select count(*) from pg_stat_replication where sync_state = 'quorum'",
+    )
+    .unwrap();
+    assert_eq!(ssn, vec![2], "PostgreSQL does not wait for ANY 1 of both");
+    sql(
+        &rt,
+        &hosts[&leader],
+        "create table t (id bigint primary key)",
+    )
+    .unwrap();
+    for i in 1..=50 {
+        sql(&rt, &hosts[&leader], &format!("insert into t values ({i})")).unwrap();
+    }
+
+    tracing::info!(leader, "phase: the primary's machine dies");
+    c.kill_machine(&lfile);
+    let new = c.wait_new_leader(&leader, &[&leader], Duration::from_secs(60));
+    assert!(replicas.contains(&new), "{new}");
+    wait_rows(&rt, &hosts[&new], 50, &c);
+    let rest: std::collections::BTreeMap<String, String> = hosts
+        .iter()
+        .filter(|(n, _)| **n != leader)
+        .map(|(n, h)| (n.clone(), h.clone()))
+        .collect();
+    assert_eq!(writable_hosts(&rt, &rest), vec![new.clone()]);
 }

@@ -75,6 +75,11 @@ pub fn members(
                         )
                     })
                     .collect(),
+                tags_json: if r.tags.is_empty() {
+                    String::new()
+                } else {
+                    serde_json::to_string(&r.tags).unwrap_or_default()
+                },
             }
         })
         .collect();

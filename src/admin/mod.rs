@@ -203,13 +203,17 @@ impl Admin for AdminService {
         let records = member_records(&kvs);
         let leader = leader_of(&kvs);
         let voters = self.store.probe_voters().await;
-        let view = crate::ha::records::view_of(&kvs, std::time::SystemTime::now());
+        let view = crate::ha::records::observed_view(&kvs, std::time::SystemTime::now());
         let mut members = convert::members(leader, &records, &voters);
         for m in &mut members {
             if let Some(role) = crate::ha::sync::standby_role(&view, &m.name) {
                 m.role = role.to_string();
             }
         }
+        let no_leader = crate::ha::no_leader(&view).unwrap_or_else(|| crate::ha::NoLeader {
+            reason: String::new(),
+            blockers: Vec::new(),
+        });
         Ok(Response::new(pb::ListMembersReply {
             scope: self.store.identity().scope.clone(),
             cluster_id: self.store.identity().cluster_id(),
@@ -218,6 +222,12 @@ impl Admin for AdminService {
             paused: view.config.pause,
             pending_switchover: switchover::pending_line(&kvs),
             synchronous: crate::ha::sync::summary(&view).unwrap_or_default(),
+            no_leader_reason: no_leader.reason,
+            promotion_blockers: no_leader
+                .blockers
+                .into_iter()
+                .map(|(member, reason)| pb::PromotionBlocker { member, reason })
+                .collect(),
         }))
     }
 

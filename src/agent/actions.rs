@@ -80,7 +80,7 @@ pub async fn run_store(store: &Store, spec: &AgentSpec, action: Action) -> Event
             .map(|_| Reply::Done)
             .or_else(lease_reply),
         Action::PublishMember { lease, info } => {
-            let rec = keys::encode(&member_record(&spec.name, &info));
+            let rec = keys::encode(&member_record(&spec.name, &info, &spec.labels));
             match store
                 .put(
                     &keys::member_key(&spec.name),

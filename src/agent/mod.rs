@@ -14,6 +14,7 @@
 //! `Fence` aborts whichever is running and stops the server at once.
 
 pub mod actions;
+pub mod callbacks;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -48,6 +49,9 @@ pub struct AgentSpec {
     /// `host:port` other members reach this node's PostgreSQL at.
     pub pg_address: String,
     pub tags: MemberTags,
+    /// The tags the core does not read (free-form ones included), as the
+    /// config file has them: published in the member key beside `tags`.
+    pub labels: BTreeMap<String, crate::config::Scalar>,
     pub auth: Authentication,
     pub initdb: Vec<InitdbOption>,
     pub ha: HaConfig,
@@ -61,6 +65,8 @@ pub struct AgentSpec {
     pub rejoin: crate::ha::RejoinPolicy,
     /// `watchdog:`; `None` when off.
     pub watchdog: Option<WatchdogSettings>,
+    /// `postgresql.callbacks`, `pre_promote` and `callback_timeout`.
+    pub callbacks: callbacks::CallbackSpec,
 }
 
 /// Answers other members' position questions from this node's
@@ -68,12 +74,23 @@ pub struct AgentSpec {
 pub struct PositionAnswerer<P> {
     pub name: String,
     pub pg: Arc<P>,
+    /// The agent's status: a node standing aside after a failed
+    /// `pre_promote` answers that it is no contender.
+    pub status: watch::Receiver<NodeStatus>,
 }
 
 impl<P: Postgres + 'static> PositionSource for PositionAnswerer<P> {
     fn position(&self) -> BoxFuture<Result<MemberPosition, String>> {
         let (name, pg) = (self.name.clone(), self.pg.clone());
-        Box::pin(async move { actions::own_position(&name, pg.as_ref()).await })
+        let aside = self.status.borrow().stands_aside_until;
+        Box::pin(async move {
+            if aside.is_some_and(|t| BootClock.now() < t) {
+                return Err(format!(
+                    "{name} stands aside from failover for one ttl: its pre_promote failed"
+                ));
+            }
+            actions::own_position(&name, pg.as_ref()).await
+        })
     }
 }
 
@@ -95,6 +112,7 @@ pub async fn run<P: Postgres + 'static>(
         pg_address: spec.pg_address.clone(),
         tags: spec.tags,
         rejoin: spec.rejoin,
+        callbacks: spec.callbacks.set(),
     });
     // The fencing thread: stops a primary whose lease ran out even when
     // this runtime is stalled (see `crate::fence`).
@@ -113,6 +131,7 @@ pub async fn run<P: Postgres + 'static>(
         store: store.clone(),
         pg: pg.clone(),
         configured: Arc::new(Mutex::new(Configured::default())),
+        callbacks: callbacks::CallbackRunner::new(spec.callbacks.clone()),
         tx: tx.clone(),
     };
     let mut watch = store.watch("");
@@ -124,6 +143,7 @@ pub async fn run<P: Postgres + 'static>(
     let mut revision = watch.revision;
     let mut pg_task: Option<(ActionKind, JoinHandle<()>)> = None;
     let mut shutdown_sent = false;
+    let mut vacancy_logged = false;
 
     tokio::spawn(seed_dynamic_config(store.clone(), spec.dcs.clone()));
     if let Some(updated) = with_dynamic_config(&spec, &kv) {
@@ -143,12 +163,14 @@ pub async fn run<P: Postgres + 'static>(
             let now = clock.now();
             let actions = ha.handle(now, event);
             status.publish(&ha, now);
+            log_vacancy_blocker(&ha, now, &mut vacancy_logged);
             let held = sync_fencer(&fencer, &ha, now);
             for action in actions {
                 if let Action::Exit { error } = action {
                     if let Some((_, t)) = pg_task.take() {
                         t.abort();
                     }
+                    lanes.callbacks.finish().await;
                     return error;
                 }
                 if let Some(e) = refuse(&fencer, &held, &action) {
@@ -211,6 +233,32 @@ pub async fn run<P: Postgres + 'static>(
                     tracing::info!("shutting down: handing over before leaving");
                     pending.push(Event::Shutdown);
                 }
+            }
+        }
+    }
+}
+
+/// Says once per vacancy of the leader key why this member does not take
+/// it, and why nobody may (the cluster waits rather than promote a member
+/// it must not).
+fn log_vacancy_blocker(ha: &Ha, now: BootInstant, logged: &mut bool) {
+    let Some(view) = ha.view() else { return };
+    if view.leader.is_some() {
+        *logged = false;
+        return;
+    }
+    if *logged {
+        return;
+    }
+    if let Some(why) = ha.vacancy_blocker(now) {
+        *logged = true;
+        match crate::ha::no_leader(view) {
+            Some(all) => tracing::warn!(
+                "the leader key is vacant and this member may not take it ({why}): {}",
+                all.reason
+            ),
+            None => {
+                tracing::warn!("the leader key is vacant and this member may not take it ({why})")
             }
         }
     }
@@ -346,6 +394,7 @@ struct Lanes<P> {
     store: Store,
     pg: Arc<P>,
     configured: Arc<Mutex<Configured>>,
+    callbacks: Arc<callbacks::CallbackRunner>,
     tx: mpsc::UnboundedSender<Event>,
 }
 
@@ -360,9 +409,29 @@ fn dispatch<P: Postgres + 'static>(
         store,
         pg,
         configured,
+        callbacks,
         tx,
     } = lanes;
     let tx = tx.clone();
+    if let Action::RunCallback { kind, role } = action {
+        // In the background; nothing waits for it.
+        drop(callbacks.call(kind, role));
+        return;
+    }
+    if let Action::PrePromote = action {
+        let callbacks = callbacks.clone();
+        tokio::spawn(async move {
+            let result = callbacks.pre_promote().await;
+            if let Err(e) = &result {
+                tracing::warn!("not promoting: {e}; giving the leader key back");
+            }
+            let _ = tx.send(Event::ActionDone(ActionDone {
+                kind: ActionKind::PrePromote,
+                result: result.map(|_| crate::ha::Reply::Done),
+            }));
+        });
+        return;
+    }
     if let Action::QueryPositions { members, timeout } = action {
         let store = store.clone();
         tokio::spawn(async move {

@@ -96,6 +96,13 @@ pub(crate) fn remove_data_directory_on_rewind_failure() -> bool {
     true
 }
 
+/// `postgresql.callback_timeout`, Patroni's usual bound on a callback.
+pub const CALLBACK_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub(crate) fn callback_timeout() -> Duration {
+    CALLBACK_TIMEOUT
+}
+
 pub(crate) fn use_pg_rewind() -> bool {
     USE_PG_REWIND
 }

@@ -19,6 +19,7 @@
 
 mod addr;
 mod bootstrap;
+mod callbacks;
 pub mod defaults;
 pub mod duration;
 pub mod edit;
@@ -31,6 +32,8 @@ mod validate;
 mod value;
 
 #[cfg(test)]
+mod callback_tests;
+#[cfg(test)]
 pub(crate) mod tests;
 #[cfg(test)]
 mod tls_tests;
@@ -40,6 +43,7 @@ use std::path::Path;
 pub use addr::PgListen;
 pub(crate) use addr::{host_port_problem, same_address};
 pub use bootstrap::{BootstrapConfig, DcsConfig, DcsPostgresql, InitdbOption, SynchronousMode};
+pub use callbacks::{CallbackCommand, Callbacks};
 pub use error::{ConfigError, Problem};
 pub use node::{LogConfig, RestApiConfig, RestAuthentication, Tags, WatchdogConfig, WatchdogMode};
 pub use postgresql::{Authentication, PgUser, PostgresqlConfig};

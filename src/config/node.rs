@@ -290,6 +290,20 @@ impl Tags {
             .unwrap_or(defaults::FAILOVER_PRIORITY)
     }
 
+    /// The tags the HA core does not read (`noloadbalance`, `nostream`,
+    /// `replicatefrom` and every free-form tag), as written: published in
+    /// the member key beside the core's own, so `pgkeelctl list` and
+    /// `/cluster` show them. A `false` flag is left out, as Patroni does.
+    pub fn labels(&self) -> BTreeMap<String, Scalar> {
+        const CORE: [&str; 4] = ["nofailover", "clonefrom", "nosync", "failover_priority"];
+        self.0
+            .iter()
+            .filter(|(k, _)| !CORE.contains(&k.as_str()))
+            .filter(|(k, v)| !(BOOL_TAGS.contains(&k.as_str()) && v.as_bool() == Some(false)))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
     /// The member this replica should stream from instead of the primary.
     pub fn replicatefrom(&self) -> Option<&str> {
         self.0.get("replicatefrom").and_then(Scalar::as_str)

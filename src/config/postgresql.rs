@@ -2,10 +2,12 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::Deserialize;
 
 use super::addr::{host_port_problem, PgListen};
+use super::callbacks::{CallbackCommand, Callbacks};
 use super::defaults;
 use super::validate::Problems;
 use super::value::{Scalar, Secret};
@@ -46,6 +48,17 @@ pub struct PostgresqlConfig {
     /// human step.
     #[serde(default = "defaults::remove_data_directory_on_rewind_failure")]
     pub remove_data_directory_on_rewind_failure: bool,
+    /// Scripts run after PostgreSQL events (Patroni's keys).
+    #[serde(default)]
+    pub callbacks: Callbacks,
+    /// Run by a candidate that won the leader key, before it promotes: a
+    /// non-zero exit or a timeout cancels the promotion.
+    #[serde(default)]
+    pub pre_promote: Option<CallbackCommand>,
+    /// Bound on each callback and on `pre_promote`; one that runs over is
+    /// killed with its process group.
+    #[serde(default = "defaults::callback_timeout", with = "super::duration")]
+    pub callback_timeout: Duration,
 }
 
 /// The roles pgkeel uses, Patroni's `authentication:` block.
@@ -130,6 +143,12 @@ impl PostgresqlConfig {
             }
         }
         check_parameters(p, "postgresql.parameters", &self.parameters);
+        super::callbacks::check(
+            p,
+            &self.callbacks,
+            self.pre_promote.as_ref(),
+            self.callback_timeout,
+        );
         for (i, line) in self.pg_hba.iter().enumerate() {
             if line.trim().is_empty() {
                 p.add(

@@ -377,12 +377,21 @@ fn defaults_and_accessors() {
 
 #[test]
 fn tags_initdb_and_pg_listen() {
-    let text = format!("{}  initdb: [ {{ encoding: UTF8 }}, data-checksums ]\ntags: {{ nofailover: true, failover_priority: 3, rack: r1 }}\n", edit(DATA, "listen: 127.0.0.1:5433", "listen: 127.0.0.1,10.0.0.5:5433\n  connect_address: 10.0.0.5:5433"));
+    let text = format!("{}  initdb: [ {{ encoding: UTF8 }}, data-checksums ]\ntags: {{ nofailover: true, failover_priority: 3, rack: r1, noloadbalance: false, nostream: true, weight: 2.5 }}\n", edit(DATA, "listen: 127.0.0.1:5433", "listen: 127.0.0.1,10.0.0.5:5433\n  connect_address: 10.0.0.5:5433"));
     let config = parse(&text, "t", NodeKind::Data).expect("loads");
     let tags = config.tags.as_ref().expect("tags");
     assert!(tags.nofailover() && !tags.nosync());
     assert_eq!(tags.failover_priority(), 3);
     assert_eq!(tags.0.get("rack"), Some(&Scalar::Str("r1".into())));
+    // What the core does not read is published as written; a false flag
+    // is left out.
+    let labels: Vec<(String, String)> = tags
+        .labels()
+        .into_iter()
+        .map(|(k, v)| (k, v.to_string()))
+        .collect();
+    let want = [("nostream", "true"), ("rack", "r1"), ("weight", "2.5")];
+    assert_eq!(labels, want.map(|(k, v)| (k.to_string(), v.to_string())));
     let args: Vec<String> = config
         .bootstrap
         .as_ref()

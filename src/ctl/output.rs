@@ -245,6 +245,10 @@ pub fn list(r: &pb::ListMembersReply, format: Format) -> String {
                 "paused": r.paused,
                 "pending_switchover": if r.pending_switchover.is_empty() { None } else { Some(&r.pending_switchover) },
                 "synchronous": if r.synchronous.is_empty() { None } else { Some(&r.synchronous) },
+                "no_leader_reason": if r.no_leader_reason.is_empty() { None } else { Some(&r.no_leader_reason) },
+                "promotion_blockers": r.promotion_blockers.iter()
+                    .map(|b| (b.member.clone(), Value::from(b.reason.clone())))
+                    .collect::<serde_json::Map<_, _>>(),
                 "members": r.members.iter().map(|m| json!({
                     "name": m.name,
                     "host": m.host,
@@ -253,12 +257,13 @@ pub fn list(r: &pb::ListMembersReply, format: Format) -> String {
                     "timeline": if m.timeline == 0 { None } else { Some(m.timeline) },
                     "lag": m.lag_bytes,
                     "pending_restart": m.pending_restart,
-                    "tags": m.tags,
+                    "tags": member_tags(m),
                 })).collect::<Vec<_>>(),
             }),
             format,
         ),
         Format::Table => {
+            let with_tags = r.members.iter().any(|m| !m.tags.is_empty());
             let rows: Vec<Vec<String>> = r
                 .members
                 .iter()
@@ -273,10 +278,28 @@ pub fn list(r: &pb::ListMembersReply, format: Format) -> String {
                             String::new()
                         },
                     ]);
+                    if with_tags {
+                        cells.push(tags_cell(m));
+                    }
                     cells
                 })
                 .collect();
+            let mut header = vec![
+                "Member",
+                "Host",
+                "Role",
+                "State",
+                "TL",
+                "Lag in MB",
+                "Pending restart",
+            ];
+            if with_tags {
+                header.push("Tags");
+            }
             let mut notes = String::new();
+            if !r.no_leader_reason.is_empty() {
+                notes.push_str(&format!("\n No leader: {}", r.no_leader_reason));
+            }
             if r.paused {
                 notes.push_str("\n Maintenance mode: on");
             }
@@ -294,20 +317,26 @@ pub fn list(r: &pb::ListMembersReply, format: Format) -> String {
                 } else {
                     &r.cluster_id
                 },
-                table(
-                    &[
-                        "Member",
-                        "Host",
-                        "Role",
-                        "State",
-                        "TL",
-                        "Lag in MB",
-                        "Pending restart"
-                    ],
-                    &rows
-                )
+                table(&header, &rows)
             )
         }
+    }
+}
+
+/// A member's tags, typed as its key has them (`tags_json`); from the
+/// string map when the answer lacks that (an older node).
+fn member_tags(m: &pb::MemberStatus) -> Value {
+    serde_json::from_str::<serde_json::Map<String, Value>>(&m.tags_json)
+        .map(Value::Object)
+        .unwrap_or_else(|_| json!(m.tags))
+}
+
+/// The Tags cell of `list`: the tags as one compact JSON object, empty
+/// for an untagged member.
+fn tags_cell(m: &pb::MemberStatus) -> String {
+    match member_tags(m) {
+        Value::Object(o) if o.is_empty() => String::new(),
+        tags => tags.to_string(),
     }
 }
 
@@ -506,7 +535,7 @@ mod tests {
             ],
             paused: true,
             pending_switchover: "switchover s-1 from node1 to node2".into(),
-            synchronous: String::new(),
+            ..Default::default()
         };
         let table = list(&r, Format::Table);
         assert!(
@@ -521,6 +550,61 @@ mod tests {
         let from_json: Value = serde_json::from_str(&list(&r, Format::Json)).unwrap();
         assert_eq!(from_yaml, from_json);
         assert_eq!(from_yaml["members"][1]["timeline"], Value::Null);
+    }
+
+    #[test]
+    fn list_shows_tags_typed_and_why_nobody_leads() {
+        let tagged = pb::MemberStatus {
+            name: "node2".into(),
+            role: "replica".into(),
+            state: "running".into(),
+            tags: [("nofailover".to_string(), "true".to_string())].into(),
+            tags_json: r#"{"nofailover":true,"zone":"eu-1","weight":3}"#.into(),
+            ..Default::default()
+        };
+        let untagged = pb::MemberStatus {
+            name: "node3".into(),
+            role: "replica".into(),
+            state: "stopped".into(),
+            ..Default::default()
+        };
+        let r = pb::ListMembersReply {
+            scope: "demo".into(),
+            members: vec![tagged, untagged],
+            no_leader_reason: "no member may be promoted — node2: tagged nofailover".into(),
+            promotion_blockers: vec![pb::PromotionBlocker {
+                member: "node2".into(),
+                reason: "tagged nofailover".into(),
+            }],
+            ..Default::default()
+        };
+        let table = list(&r, Format::Table);
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(lines[1].ends_with("  Tags"), "{table}");
+        assert!(
+            lines[2].ends_with(r#"  {"nofailover":true,"weight":3,"zone":"eu-1"}"#),
+            "{table}"
+        );
+        assert!(!lines[3].contains('{'), "{table}");
+        assert_eq!(
+            lines[4],
+            " No leader: no member may be promoted — node2: tagged nofailover"
+        );
+        let doc: Value = serde_json::from_str(&list(&r, Format::Json)).unwrap();
+        assert_eq!(doc["members"][0]["tags"]["weight"], 3);
+        assert_eq!(doc["members"][0]["tags"]["nofailover"], true);
+        assert_eq!(doc["members"][1]["tags"], json!({}));
+        assert_eq!(doc["promotion_blockers"]["node2"], "tagged nofailover");
+        assert!(doc["no_leader_reason"]
+            .as_str()
+            .unwrap()
+            .contains("node2: tagged nofailover"));
+        // Without any tag, no Tags column.
+        let plain = pb::ListMembersReply {
+            members: vec![r.members[1].clone()],
+            ..Default::default()
+        };
+        assert!(!list(&plain, Format::Table).contains("Tags"));
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! What the core asks for, and how the driver reports back.
 //!
-//! Every action except [`Action::Exit`] is answered by exactly one
+//! Every action except [`Action::Exit`] and [`Action::RunCallback`] is answered by exactly one
 //! [`Event::ActionDone`](super::Event::ActionDone) carrying its
 //! [`ActionKind`] (or, for [`Action::Probe`], by
 //! [`Event::PgProbed`](super::Event::PgProbed) or a failed `ActionDone`).
@@ -23,6 +23,7 @@ use std::time::Duration;
 use crate::clock::BootInstant;
 use crate::consensus::types::LeaseId;
 
+use super::callbacks::{CallbackKind, CallbackRole};
 use super::view::{Lsn, MemberInfo, StatusKey, Upstream};
 
 /// One thing for the driver to do. The driver contract for each variant is
@@ -252,6 +253,21 @@ pub enum Action {
     },
 
     // ---- neither lane --------------------------------------------------
+    /// Run the operator's `kind` script with `<kind> <role> <scope>`, in
+    /// the background, bounded by `callback_timeout`; a running one of the
+    /// same kind is killed first. Not answered: its exit status changes no
+    /// decision (the driver logs it).
+    RunCallback {
+        /// Which script.
+        kind: CallbackKind,
+        /// The role it is told.
+        role: CallbackRole,
+    },
+    /// Run `postgresql.pre_promote` and wait for it, bounded by
+    /// `callback_timeout` (killed with its process group when it runs
+    /// over). Runs beside both lanes, so keepalives and probes go on.
+    /// Answer: `Done` on a zero exit; `Err` otherwise.
+    PrePromote,
     /// Stop every postmaster of this data directory now, by PID, in
     /// immediate mode, aborting any PostgreSQL action in flight: this node
     /// may not hold the leader lease and its server may accept writes.
@@ -341,6 +357,8 @@ pub enum ActionKind {
     SetSyncStandbyNames,
     Fence,
     Exit,
+    RunCallback,
+    PrePromote,
 }
 
 impl ActionKind {
@@ -412,6 +430,8 @@ impl Action {
             Action::ApplyParameters { .. } => ActionKind::ApplyParameters,
             Action::Fence => ActionKind::Fence,
             Action::Exit { .. } => ActionKind::Exit,
+            Action::RunCallback { .. } => ActionKind::RunCallback,
+            Action::PrePromote => ActionKind::PrePromote,
         }
     }
 }

@@ -33,6 +33,10 @@ impl Ha {
                     self.state = State::Bootstrapping(next);
                 }
                 Some(_) => self.state = State::Bootstrapping(BootstrapStep::AwaitingLeader),
+                // A member that may never be promoted never becomes the
+                // first primary either (as in Patroni): it waits for one
+                // and clones it.
+                None if !self.node.tags.may_fail_over() => {}
                 None => {
                     self.emit(now, out, Action::AcquireInitialize);
                 }

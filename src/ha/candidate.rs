@@ -210,6 +210,7 @@ impl Ha {
         self.vacant()
             && !self.cfg().pause
             && !self.request_bars_me(now)
+            && self.stands_aside_until(now).is_none()
             && self.eligibility(now, pg, Some(&BTreeMap::new())).is_ok()
     }
 
@@ -256,8 +257,26 @@ impl Ha {
             })
             .unwrap_or_default();
         match quorum_short(view, &self.node.name, &answered) {
-            0 => Ok(()),
-            missing => Err(Ineligible::QuorumShort { missing }),
+            0 => {}
+            missing => return Err(Ineligible::QuorumShort { missing }),
+        }
+        // Each answer may hold a commit only it acknowledged: we must be
+        // at least as far as every member of the set that answered, even
+        // one that may not be promoted itself.
+        let mine = self
+            .pg
+            .as_ref()
+            .and_then(|pg| standby_position(pg.received_lsn, pg.replayed_lsn));
+        let ahead = view.sync.as_deref().and_then(|key| {
+            polled?
+                .iter()
+                .filter(|(name, _)| key.contains(name))
+                .find(|(_, a)| a.standby_position() > mine)
+                .map(|(name, _)| name.clone())
+        });
+        match ahead {
+            Some(by) => Err(Ineligible::Outranked { by }),
+            None => Ok(()),
         }
     }
 
@@ -318,6 +337,7 @@ impl Ha {
         match step {
             CandidateStep::Polling => self.polling(now, out),
             CandidateStep::Acquiring => self.acquiring(now, out),
+            CandidateStep::PrePromoting => self.pre_promoting(now, out),
             CandidateStep::Promoting => self.promoting(now, out),
             CandidateStep::Abandoning => self.abandoning(now, out),
         }
@@ -379,7 +399,7 @@ impl Ha {
             // the store applied it): the key is ours on our lease.
             Some((true, revision)) => {
                 self.leader_revision = Some(revision);
-                self.state = State::Candidate(CandidateStep::Promoting);
+                self.state = State::Candidate(self.won_step());
             }
             // Someone else's, or ours on a lease we lost (it expires with
             // that lease): follow.
@@ -452,7 +472,10 @@ impl Ha {
             });
         } else if !pg.running {
             self.state = State::Candidate(CandidateStep::Abandoning);
-        } else if pg.in_recovery == Some(true) && !self.strict_before_promote(now, &pg, out) {
+        } else if pg.in_recovery == Some(true)
+            && !self.claim_sync_before_promote(now, out)
+            && !self.strict_before_promote(now, &pg, out)
+        {
             self.emit(now, out, Action::Promote);
         }
         // Running, recovery state unknown: the next probe tells.

@@ -180,7 +180,7 @@ impl Ha {
                     State::Bootstrapping(BootstrapStep::StartingPrimary),
                 );
                 if self.state == State::Candidate(CandidateStep::Acquiring) {
-                    self.state = State::Candidate(CandidateStep::Promoting);
+                    self.state = State::Candidate(self.won_step());
                     self.promoted_for = self.due_request().map(|r| r.id.clone());
                 }
             }
@@ -382,6 +382,7 @@ fn reply_fits(kind: ActionKind, reply: Reply) -> bool {
                 | K::MoveDataDirAside
                 | K::ApplyParameters
                 | K::Fence
+                | K::PrePromote
         ),
         Reply::Won { .. } => matches!(kind, K::AcquireInitialize | K::AcquireLeader),
         Reply::Lost => matches!(

@@ -54,6 +54,9 @@
 //!     │                  │                   │                  ▼
 //!     ├──────────────────┴───────────────────┘              Abandoning: Fence, then ReleaseLeader
 //!     └───────────── released ──────────────────────────────────┘
+//!  With `pre_promote` (see `callbacks`): Acquiring ─Won─▶ PrePromoting ─exit 0─▶ Promoting;
+//!     PrePromoting ─non-zero exit or timeout─▶ Abandoning (no fence: still a
+//!     standby), and no race for one ttl
 //!  Candidate::Promoting / Abandoning ── lease lost (Fence if needed) ──▶ Replica
 //!
 //!  Demoting (SIGTERM; a switchover's demote arrives with the admin calls):
@@ -85,7 +88,9 @@
 //! is stalled, and owns the watchdog.
 
 mod actions;
+mod blockers;
 mod bootstrap;
+mod callbacks;
 mod candidate;
 mod lease;
 mod machinery;
@@ -113,6 +118,8 @@ use crate::clock::BootInstant;
 use crate::consensus::types::LeaseId;
 
 pub use actions::{Action, ActionDone, ActionKind, OpOutcome, Reply, StartAs, StopMode};
+pub use blockers::{no_leader, promotion_blockers, NoLeader};
+pub use callbacks::{CallbackKind, CallbackRole, CallbackSet};
 pub use candidate::{
     failover_eligibility, standby_position, Ineligible, PolledPosition, POSITION_QUERY_TIMEOUT,
 };
@@ -181,6 +188,8 @@ pub struct NodeInfo {
     /// How a diverged node rejoins (`postgresql.use_pg_rewind`,
     /// `postgresql.remove_data_directory_on_rewind_failure`).
     pub rejoin: RejoinPolicy,
+    /// Which of `postgresql.callbacks` and `pre_promote` are configured.
+    pub callbacks: CallbackSet,
 }
 
 /// How a node whose timeline diverged from the leader's gets back.
@@ -331,6 +340,9 @@ pub struct Ha {
     /// Our `sync` key write succeeded on this base revision: the next
     /// step waits for a view that shows it.
     sync_written: Option<Option<u64>>,
+    /// The last role for `on_role_change`, and a stand-aside after a
+    /// failed `pre_promote` (see `callbacks`).
+    cb: callbacks::CallbackMemory,
 }
 
 impl Ha {
@@ -373,6 +385,7 @@ impl Ha {
             parameters_applied: None,
             sync_mark: None,
             sync_written: None,
+            cb: callbacks::CallbackMemory::default(),
         }
     }
 
@@ -383,20 +396,24 @@ impl Ha {
         if self.state == State::Exited {
             return Vec::new();
         }
+        let mut out = Vec::new();
         match event {
             Event::Tick => {}
             Event::StoreChanged(view) => self.view = Some(view),
-            Event::PgProbed(pg) => self.on_probe(now, pg),
+            Event::PgProbed(pg) => {
+                self.callbacks_on_probe(&pg);
+                self.on_probe(now, pg)
+            }
             Event::PositionsPolled(answers) => self.on_polled(answers),
             Event::ActionDone(done) => {
                 if self.inflight.contains_key(&done.kind) {
+                    self.callbacks_on_done(now, &done, &mut out);
                     self.op_observe(&done);
                 }
                 self.on_done(now, done)
             }
             Event::Shutdown => self.shutdown = true,
         }
-        let mut out = Vec::new();
         self.step(now, &mut out);
         out
     }
@@ -462,6 +479,7 @@ impl Ha {
         at.extend(self.published.as_ref().map(|p| p.at + cfg.loop_wait));
         at.extend(self.status_published.map(|(_, t)| t + cfg.loop_wait));
         at.extend(self.retry_at.values().copied());
+        at.extend(self.stand_aside_end());
         at.extend(
             self.slot_absent_since
                 .values()
@@ -502,6 +520,15 @@ impl Ha {
             // A vacancy ends when any state sees a leader: the next one
             // is timed afresh (`replica` starts the clock).
             self.vacant_since = None;
+        }
+        // The mark of the synchronous setting is the primary's, for one
+        // tenure: a later one must not count standbys against an old
+        // position (see `sync`).
+        if !matches!(self.state, State::Primary(_)) {
+            self.sync_mark = None;
+        }
+        if !matches!(self.state, State::Primary(_) | State::Candidate(_)) {
+            self.sync_written = None;
         }
         if self.shutdown && !matches!(self.state, State::Stopping(_) | State::Exited) {
             self.state = State::Stopping(StoppingState::StoppingPostgres);

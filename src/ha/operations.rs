@@ -385,6 +385,15 @@ impl Ha {
         self.emit(now, out, action);
     }
 
+    /// Whether a restart operation is stopping or starting PostgreSQL: its
+    /// stop and start are one restart, not a stop and a start.
+    pub(super) fn restart_in_progress(&self) -> bool {
+        self.ops.run.as_ref().is_some_and(|run| {
+            matches!(run.kind, OperationKind::Restart { .. })
+                && matches!(run.step, OpStep::Stopping | OpStep::Starting)
+        })
+    }
+
     /// Takes an action's answer into the operation, before the general
     /// bookkeeping does (called only for answers to actions in flight).
     pub(super) fn op_observe(&mut self, done: &ActionDone) {

@@ -17,7 +17,7 @@ use crate::store::keys::{
     SyncRecord,
 };
 
-fn role_name(r: MemberRole) -> &'static str {
+pub(super) fn role_name(r: MemberRole) -> &'static str {
     match r {
         MemberRole::Primary => "primary",
         MemberRole::Replica => "replica",
@@ -49,9 +49,18 @@ fn state_from(s: &str) -> MemberState {
     .unwrap_or(MemberState::Stopped)
 }
 
-/// The record this node publishes for `info`.
-pub fn member_record(name: &str, info: &MemberInfo) -> MemberRecord {
-    let mut tags = BTreeMap::new();
+/// The record this node publishes for `info`. Its tags are `labels` (the
+/// tags the core does not read, as the config file has them) plus the
+/// core's own, which win: other members read those.
+pub fn member_record(
+    name: &str,
+    info: &MemberInfo,
+    labels: &BTreeMap<String, crate::config::Scalar>,
+) -> MemberRecord {
+    let mut tags: BTreeMap<String, serde_json::Value> = labels
+        .iter()
+        .filter_map(|(k, v)| Some((k.clone(), serde_json::to_value(v).ok()?)))
+        .collect();
     let t = info.tags;
     if t.nofailover {
         tags.insert("nofailover".into(), serde_json::Value::Bool(true));
@@ -62,7 +71,9 @@ pub fn member_record(name: &str, info: &MemberInfo) -> MemberRecord {
     if t.nosync {
         tags.insert("nosync".into(), serde_json::Value::Bool(true));
     }
-    tags.insert("failover_priority".into(), t.failover_priority.into());
+    if t.failover_priority != crate::config::defaults::FAILOVER_PRIORITY {
+        tags.insert("failover_priority".into(), t.failover_priority.into());
+    }
     MemberRecord {
         name: name.to_string(),
         role: role_name(info.role).to_string(),
@@ -100,7 +111,7 @@ fn member_info(r: &MemberRecord) -> MemberInfo {
                 .tags
                 .get("failover_priority")
                 .and_then(|v| v.as_i64())
-                .unwrap_or(1),
+                .unwrap_or(crate::config::defaults::FAILOVER_PRIORITY),
         },
         paused: r.pause,
         pending_restart: r.pending_restart,
@@ -261,16 +272,15 @@ pub fn cluster_view(
     }
 }
 
-/// The core's view of a store read (`kvs`: every key), with the dynamic
-/// config it holds: what `list` and `/cluster` show follows the same
-/// rules as the HA loops.
-pub fn view_of(kvs: &[KeyValue], wall_now: SystemTime) -> ClusterView {
-    let map: BTreeMap<String, KeyValue> =
-        kvs.iter().map(|kv| (kv.key.clone(), kv.clone())).collect();
-    let config = dynamic_config(&map)
-        .map(|d| ha_config(&d, &HaConfig::default()))
-        .unwrap_or_default();
-    cluster_view(&map, 0, &config, wall_now)
+/// The view an observer (the admin service, the REST API) builds from
+/// one read of the whole store: the dynamic config from the `config` key
+/// (the defaults while it is unreadable), no operation of its own.
+pub fn observed_view(kvs: &[KeyValue], wall_now: SystemTime) -> ClusterView {
+    let kv: BTreeMap<String, KeyValue> = kvs.iter().map(|v| (v.key.clone(), v.clone())).collect();
+    let defaults = HaConfig::default();
+    let config = dynamic_config(&kv).map_or(defaults.clone(), |dcs| ha_config(&dcs, &defaults));
+    let revision = kvs.iter().map(|v| v.mod_revision).max().unwrap_or(0);
+    cluster_view(&kv, revision, &config, wall_now)
 }
 
 /// Where `operations/<me>` stands for this node's HA loop.
@@ -338,6 +348,7 @@ pub fn operation_due(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Scalar;
 
     fn kv(key: &str, value: &str, lease: Option<u64>) -> (String, KeyValue) {
         (
@@ -373,7 +384,21 @@ mod tests {
             pending_restart: true,
             must_match: [("max_connections".to_string(), 150)].into(),
         };
-        let rec = keys::encode(&member_record("n2", &info));
+        let labels = [
+            ("zone".to_string(), Scalar::Str("eu-1".into())),
+            ("weight".to_string(), Scalar::Int(3)),
+            // The core's own tag wins over a label of the same name.
+            ("nofailover".to_string(), Scalar::Bool(false)),
+        ]
+        .into();
+        let record = member_record("n2", &info, &labels);
+        assert_eq!(
+            serde_json::to_value(&record.tags).unwrap(),
+            serde_json::json!({
+                "zone": "eu-1", "weight": 3, "nofailover": true, "failover_priority": 3
+            })
+        );
+        let rec = keys::encode(&record);
         let store: BTreeMap<_, _> = [
             kv("members/n2", &rec, Some(4)),
             kv("members/bad", "{not json", Some(5)),

@@ -93,6 +93,9 @@ pub enum CandidateStep {
     Polling,
     /// Eligible, and the leader key is vacant: `AcquireLeader` on our lease.
     Acquiring,
+    /// Won the key with `pre_promote` configured: run it (under the
+    /// lease) before promoting; a failure abandons the key unpromoted.
+    PrePromoting,
     /// Won the key: promote the standby while the lease is valid.
     Promoting,
     /// The promotion failed: fence the server (it may be half-promoted),

@@ -337,13 +337,15 @@ fn any_standby(me: &str, members: &BTreeMap<String, MemberInfo>) -> SyncNames {
 }
 
 /// The streaming standbys that may be synchronous: a member key that is
-/// not ours and not tagged `nosync`, a `pg_stat_replication` row under its
-/// slot name in state `streaming`.
+/// not ours, not tagged `nosync`, whose tags allow promoting it (a
+/// synchronous standby that may never be promoted protects nothing at a
+/// failover), a `pg_stat_replication` row under its slot name in state
+/// `streaming`.
 fn candidates(i: &SyncInputs<'_>, key: &SyncKey) -> Vec<Candidate> {
     let primary = i.pg.wal_lsn.unwrap_or_default();
     i.members
         .iter()
-        .filter(|(m, info)| m.as_str() != i.me && !info.tags.nosync)
+        .filter(|(m, info)| m.as_str() != i.me && !info.tags.nosync && info.tags.may_fail_over())
         .filter_map(|(m, _)| {
             let slot = sanitize_slot_name(m);
             let row =
@@ -560,6 +562,44 @@ impl super::Ha {
                 self.emit(now, out, Action::SetSyncStandbyNames { value });
             }
         }
+    }
+
+    /// Synchronous mode: a standby about to be promoted first makes the
+    /// `sync` key its own, promising nothing yet, so no commit it
+    /// acknowledges before it has a synchronous standby can be lost to
+    /// the promotion of a member of the old set. Returns whether the
+    /// promotion must wait (the write is out, or not yet seen in a view).
+    pub(super) fn claim_sync_before_promote(
+        &mut self,
+        now: crate::clock::BootInstant,
+        out: &mut Vec<super::Action>,
+    ) -> bool {
+        use super::actions::ActionKind;
+        let Some(view) = self.view.as_ref() else {
+            return false;
+        };
+        if !view.config.sync.enabled() {
+            return false;
+        }
+        let key = view.sync.as_deref();
+        if key.is_some_and(|k| k.leader == self.node.name) {
+            return false;
+        }
+        let base = key.map(|k| k.mod_revision);
+        if self.sync_written == Some(base) || self.inflight.contains_key(&ActionKind::WriteSync) {
+            return true;
+        }
+        let Some(lease) = self.lease.map(|l| l.id) else {
+            return true;
+        };
+        let claim = super::Action::WriteSync {
+            lease,
+            members: Vec::new(),
+            quorum: 0,
+            base,
+        };
+        self.emit(now, out, claim);
+        true
     }
 
     /// Strict mode: a standby about to be promoted first lists whom its

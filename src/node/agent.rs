@@ -42,6 +42,7 @@ pub fn spec(config: &Config) -> anyhow::Result<(AgentSpec, crate::config::Postgr
             nosync: tags.nosync(),
             failover_priority: tags.failover_priority(),
         },
+        labels: tags.labels(),
         auth: pg.authentication.clone(),
         initdb: config
             .bootstrap
@@ -68,6 +69,7 @@ pub fn spec(config: &Config) -> anyhow::Result<(AgentSpec, crate::config::Postgr
                 device: w.device.clone(),
                 reset_time: w.reset_time,
             }),
+        callbacks: agent::callbacks::CallbackSpec::from_config(&config.scope, &pg),
     };
     Ok((spec, pg))
 }
@@ -89,6 +91,7 @@ pub fn start(
     handler.set_position_source(Arc::new(agent::PositionAnswerer {
         name: spec.name.clone(),
         pg: pg.clone(),
+        status: status.subscribe(),
     }));
     Ok(tokio::spawn(agent::run(store, pg, spec, shutdown, status)))
 }

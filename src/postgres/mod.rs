@@ -55,6 +55,8 @@ pub use error::PgError;
 pub use fake::{FakePostgres, FakeState};
 pub use fake_net::FakeNet;
 pub use lsn::{format_lsn, parse_lsn};
+#[cfg(test)]
+pub(crate) use postmaster::alive;
 pub use postmaster::fence_blocking;
 pub use real::RealPostgres;
 pub use setup::{find_bin_dir, server_major, MIN_MAJOR};

@@ -97,6 +97,13 @@ struct ClusterJson {
     /// Synchronous replication, while it is on.
     #[serde(skip_serializing_if = "Option::is_none")]
     synchronous: Option<SyncJson>,
+    /// Why the leader key stays vacant, when no member may be promoted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    no_leader_reason: Option<String>,
+    /// Each member that may not be promoted and why; only with
+    /// `no_leader_reason`.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    promotion_blockers: BTreeMap<String, String>,
     raft: RaftJson,
 }
 
@@ -216,7 +223,7 @@ fn sync_json(view: &crate::ha::ClusterView) -> Option<SyncJson> {
 }
 
 fn cluster_json(scope: &str, kvs: &[KeyValue], raft: &RaftFacts) -> ClusterJson {
-    let view = crate::ha::records::view_of(kvs, std::time::SystemTime::now());
+    let view = crate::ha::records::observed_view(kvs, std::time::SystemTime::now());
     let leader = kvs
         .iter()
         .find(|kv| kv.key == keys::LEADER)
@@ -305,11 +312,17 @@ fn cluster_json(scope: &str, kvs: &[KeyValue], raft: &RaftFacts) -> ClusterJson 
         });
     }
     members.sort_by(|a, b| a.name.cmp(&b.name));
+    let no_leader = crate::ha::no_leader(&view);
     ClusterJson {
         members,
         scope: scope.to_string(),
-        pause: false,
+        pause: view.config.pause,
         synchronous: sync_json(&view),
+        promotion_blockers: no_leader
+            .as_ref()
+            .map(|n| n.blockers.iter().cloned().collect())
+            .unwrap_or_default(),
+        no_leader_reason: no_leader.map(|n| n.reason),
         raft: RaftJson {
             term: raft.term,
             leader: raft.leader_id.map(|_| raft.leader_name.clone()),

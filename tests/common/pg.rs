@@ -120,6 +120,9 @@ pub fn pg_config(data_dir: &Path, port: u16) -> PostgresqlConfig {
         ],
         use_pg_rewind: true,
         remove_data_directory_on_rewind_failure: false,
+        callbacks: Default::default(),
+        pre_promote: None,
+        callback_timeout: Duration::from_secs(30),
     }
 }
 

@@ -408,18 +408,68 @@ impl ProcCluster {
         std::fs::write(path, lines.join("\n") + "\n").expect("write config");
     }
 
+    /// Sets tag `key` to `value` (YAML) in the node's `tags:` section:
+    /// rewrites its line, or adds one for a free-form tag. Effective from
+    /// the node's next start.
+    pub fn set_tag(&self, file: &str, key: &str, value: &str) {
+        let path = &self.nodes[file].config;
+        let text = std::fs::read_to_string(path).expect("read config");
+        let (head, tags) = text
+            .split_once("\ntags:\n")
+            .unwrap_or_else(|| panic!("{} has no tags section", path.display()));
+        let line = format!("  {key}: {value}");
+        let tags = match tags
+            .lines()
+            .take_while(|l| l.starts_with("  "))
+            .find(|l| l.trim_start().starts_with(&format!("{key}:")))
+        {
+            Some(old) => tags.replacen(old, &line, 1),
+            None => format!("{line}\n{tags}"),
+        };
+        std::fs::write(path, format!("{head}\ntags:\n{tags}")).expect("write config");
+    }
+
     /// Adds `line` (e.g. `admin_token: x`) to the `raft:` section of the
     /// node's file, before its `peers:` list.
     pub fn add_raft_line(&self, file: &str, line: &str) {
+        self.insert_line(
+            file,
+            "\n  peers:",
+            "raft.peers",
+            &format!("\n  {line}\n  peers:"),
+        );
+    }
+
+    /// Adds `line` (e.g. `pre_promote: /usr/local/bin/fence`) at the top of
+    /// the `postgresql:` section of the node's file; effective from the
+    /// node's next start.
+    pub fn add_postgresql_line(&self, file: &str, line: &str) {
+        let with = format!("\npostgresql:\n  {line}\n");
+        self.insert_line(file, "\npostgresql:\n", "postgresql section", &with);
+    }
+
+    /// Replaces the first `anchor` in the node's file with `with`.
+    fn insert_line(&self, file: &str, anchor: &str, what: &str, with: &str) {
         let path = &self.nodes[file].config;
         let text = std::fs::read_to_string(path).expect("read config");
-        assert!(
-            text.contains("\n  peers:"),
-            "{} has no raft.peers",
-            path.display()
-        );
-        let text = text.replacen("\n  peers:", &format!("\n  {line}\n  peers:"), 1);
-        std::fs::write(path, text).expect("write config");
+        assert!(text.contains(anchor), "{} has no {what}", path.display());
+        std::fs::write(path, text.replacen(anchor, with, 1)).expect("write config");
+    }
+
+    /// Loses a data node's machine: SIGKILL of its pgkeel and then of its
+    /// postmaster (by the PID in `postmaster.pid`). Returns that PID.
+    pub fn kill_machine(&mut self, file: &str) -> Option<i32> {
+        let postmaster = self.postmaster_pid(file);
+        tracing::info!(file, ?postmaster, "kill -9 pgkeel and its postmaster");
+        self.kill9(file);
+        if let Some(pid) = postmaster {
+            // SAFETY: kill(2) on the PID from this node's postmaster.pid,
+            // checked alive just above.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+        }
+        postmaster
     }
 
     /// Turns on `raft.tls` in every node's file, with a fresh CA and a

@@ -118,6 +118,7 @@ impl Node {
             pg_address: format!("{}:5432", self.name),
             tags: MemberTags::default(),
             rejoin: RejoinPolicy::default(),
+            callbacks: Default::default(),
         }
     }
 }
@@ -270,6 +271,19 @@ impl Sim {
             sim.start_agent(i);
         }
         sim
+    }
+
+    /// Delivers `event` to node `i` (incarnation `inc`) at `at`.
+    fn input_at(&mut self, at: T, i: usize, inc: u64, event: Event) {
+        let event = Box::new(event);
+        self.push(
+            at,
+            Ev::Input {
+                node: i,
+                inc,
+                event,
+            },
+        );
     }
 
     fn push(&mut self, at: T, ev: Ev) {
@@ -576,14 +590,7 @@ impl Sim {
                 // Whatever PostgreSQL was doing must not finish.
                 if let Some((_, kind)) = self.nodes[i].pg_task.take() {
                     let event = done(kind, Err("aborted: fencing".into()));
-                    self.push(
-                        self.now,
-                        Ev::Input {
-                            node: i,
-                            inc,
-                            event: Box::new(event),
-                        },
-                    );
+                    self.input_at(self.now, i, inc, event);
                 }
                 self.trace(i, "fence sent".into());
                 let at = self.now + self.rng.ms(5, 50);
@@ -611,15 +618,14 @@ impl Sim {
                 }
                 self.trace(i, format!("asked positions: {answers:?}"));
                 let at = self.now + self.rng.ms(2, 40);
-                let event = Event::PositionsPolled(answers);
-                self.push(
-                    at,
-                    Ev::Input {
-                        node: i,
-                        inc,
-                        event: Box::new(event),
-                    },
-                );
+                self.input_at(at, i, inc, Event::PositionsPolled(answers));
+            }
+            // The simulated nodes have no scripts; an answer keeps the
+            // contract should one be asked for anyway.
+            Action::RunCallback { .. } => {}
+            Action::PrePromote => {
+                let event = done(ActionKind::PrePromote, Ok(pgkeel::ha::Reply::Done));
+                self.input_at(self.now, i, inc, event);
             }
             // Everything on neither lane is handled above: the rest of the
             // non-PostgreSQL actions are store requests.

@@ -394,7 +394,7 @@ impl Sim {
                 Ok(Reply::Done)
             }
             Action::PublishMember { lease, info } => {
-                let rec = keys::encode(&member_record(&name, &info));
+                let rec = keys::encode(&member_record(&name, &info, &Default::default()));
                 let op = put(&keys::member_key(&name), rec, Some(lease), Expect::Any);
                 self.lease_put(l, term, lease, op, |_| Ok(Reply::Done))
             }

@@ -8,6 +8,29 @@ fn boot(step: BootstrapStep) -> State {
 }
 
 #[test]
+fn a_member_that_may_never_be_promoted_does_not_race_to_bootstrap() {
+    let ttl = HaConfig::default().ttl;
+    let never = [
+        MemberTags {
+            nofailover: true,
+            ..MemberTags::default()
+        },
+        MemberTags {
+            failover_priority: 0,
+            ..MemberTags::default()
+        },
+    ];
+    for tags in never {
+        let mut fx = Fx::new(State::Starting, view().empty_cluster(), pg_empty()).tags(tags);
+        assert_eq!(fx.tick(0), vec![Action::GrantLease { ttl }], "{tags:?}");
+        assert_eq!(fx.state(), &boot(BootstrapStep::Racing));
+        // Someone else bootstrapped: wait for its leader, then clone.
+        fx.view(view());
+        assert_eq!(fx.state(), &boot(BootstrapStep::AwaitingLeader), "{tags:?}");
+    }
+}
+
+#[test]
 fn winner_path_from_empty_cluster_to_primary() {
     let mut fx = Fx::new(State::Starting, view().empty_cluster(), pg_empty());
     let ttl = HaConfig::default().ttl;

@@ -6,7 +6,9 @@
 //! a lease renewed just now, the member (and, for a leader, status) key
 //! already published, so a case shows only what its rule asks for.
 
+mod blockers;
 mod bootstrap;
+mod callbacks;
 mod candidate;
 mod core;
 mod eligibility;
@@ -47,6 +49,7 @@ pub fn node(name: &str) -> NodeInfo {
         pg_address: format!("{name}:5432"),
         tags: MemberTags::default(),
         rejoin: RejoinPolicy::default(),
+        callbacks: CallbackSet::default(),
     }
 }
 

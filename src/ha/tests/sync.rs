@@ -604,14 +604,31 @@ fn a_quorum_candidate_whose_peer_does_not_answer_waits() {
 }
 
 #[test]
-fn strict_mode_lists_whom_commits_wait_for_before_it_promotes() {
+fn a_winner_claims_the_sync_key_and_lists_whom_commits_wait_for_before_it_promotes() {
     let (mut fx, v) = sync_vacancy(SynchronousMode::On, true, key("b", &["a"], 1));
     let mut standby = pg_standby(Some("b"));
     standby.sync_standby_names = Some(String::new());
     fx.ha.pg = Some(standby);
-    let out = through_vacancy(&mut fx, v, None);
+    let out = through_vacancy(&mut fx, v.clone(), None);
     assert!(out.contains(&Action::AcquireLeader { lease: L }), "{out:?}");
+    // Won: first the key becomes ours, promising nothing yet, so what we
+    // acknowledge before a standby is synchronous is never lost to c.
     let out = fx.done(ActionKind::AcquireLeader, Reply::Won { revision: 12 });
+    let claim = Action::WriteSync {
+        lease: L,
+        members: vec![],
+        quorum: 0,
+        base: Some(9),
+    };
+    assert!(out.contains(&claim), "{out:?}");
+    assert!(!out.contains(&Action::Promote), "{out:?}");
+    assert!(!fx
+        .done(ActionKind::WriteSync, Reply::Done)
+        .contains(&Action::Promote));
+    // Seen in a view: then (strict) whom commits wait for.
+    let mut mine = v.revision(13).leader("a", L);
+    mine.0.sync = Some(Box::new(key("a", &[], 0)));
+    let out = fx.view(mine);
     let set_names = Action::SetSyncStandbyNames {
         value: any(1, &["c"]).render(),
     };
@@ -623,6 +640,23 @@ fn strict_mode_lists_whom_commits_wait_for_before_it_promotes() {
     listed.sync_standby_names = Some(any(1, &["c"]).render());
     let out = fx.probed(listed);
     assert!(out.contains(&Action::Promote), "{out:?}");
+}
+
+#[test]
+fn a_quorum_candidate_behind_a_set_member_that_may_not_be_promoted_waits() {
+    let (mut fx, v) = sync_vacancy(SynchronousMode::Quorum, false, key("b", &["a", "c"], 1));
+    // c answers further ahead than a but is tagged nofailover: it cannot
+    // take the key, and a may lack a commit only c acknowledged.
+    let v = v.with("c", |m| m.tags.nofailover = true);
+    let mut polled = answers(&v.0);
+    if let Some(c) = polled.get_mut("c") {
+        c.received_lsn = Some(Lsn(0x300_0000));
+    }
+    let out = through_vacancy(&mut fx, v, Some(polled));
+    assert!(
+        !out.contains(&Action::AcquireLeader { lease: L }),
+        "{out:?}"
+    );
 }
 
 #[test]
@@ -667,4 +701,27 @@ fn the_primary_writes_its_key_then_waits_to_see_it_before_the_next_step() {
         value: first(1, &["b"]).render(),
     };
     assert!(out.contains(&listed), "{out:?}");
+}
+
+#[test]
+fn the_mark_of_one_tenure_is_not_carried_into_the_next() {
+    let mut v = view()
+        .init("a", Some(SYSID))
+        .leader("a", L)
+        .primary("a")
+        .replica("b");
+    v.0.config.sync.mode = SynchronousMode::On;
+    let mut pg = pg_primary();
+    pg.sync_standby_names = Some(first(1, &["b"]).render());
+    pg.slots = vec![slot("b", true)];
+    let mut fx = Fx::new(State::Primary(PrimaryState::default()), v, pg.clone())
+        .lease()
+        .leader();
+    fx.quiet_at(1_000);
+    fx.probed(pg.clone());
+    assert!(fx.ha.sync_mark.is_some());
+    // Demoted (the key went elsewhere): the mark is forgotten.
+    fx.ha.state = State::Replica;
+    fx.tick(1_001);
+    assert_eq!(fx.ha.sync_mark, None);
 }

@@ -93,6 +93,65 @@ async fn cluster_lists_members_with_lag_and_the_witness_from_raft() {
 }
 
 #[tokio::test]
+async fn cluster_says_why_nobody_leads_and_shows_free_form_tags() {
+    let mut rec: MemberRecord =
+        serde_json::from_str(&member("node2", "replica", "running", None, Some(5000))).unwrap();
+    rec.tags = serde_json::from_str(r#"{"nofailover":true,"zone":"eu-1","weight":3}"#).unwrap();
+    let n2 = keys::encode(&rec);
+    let store = |config: &str| {
+        FakeSource::with(&[
+            ("initialize", r#"{"owner":"node1","sysid":"7301"}"#),
+            ("members/node2", &n2),
+            ("status", r#"{"optime":5000,"timeline":2}"#),
+            ("config", config),
+        ])
+    };
+    let v = cluster_doc(store(r#"{"ttl":"5s","loop_wait":"1s"}"#)).await;
+    assert_eq!(
+        v["no_leader_reason"],
+        "no member may be promoted — node2: tagged nofailover"
+    );
+    assert_eq!(
+        v["promotion_blockers"],
+        serde_json::json!({"node2": "tagged nofailover"})
+    );
+    let node2 = v["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "node2")
+        .unwrap();
+    assert_eq!(
+        node2["tags"],
+        serde_json::json!({"nofailover": true, "zone": "eu-1", "weight": 3})
+    );
+    assert!(v.get("pause").is_none(), "{v}");
+
+    // Maintenance mode shows, as in Patroni.
+    let v = cluster_doc(store(r#"{"ttl":"5s","loop_wait":"1s","pause":true}"#)).await;
+    assert_eq!(v["pause"], true, "{v}");
+
+    // With a leader: nothing to explain.
+    let v = cluster_doc(cluster_store()).await;
+    assert!(v.get("no_leader_reason").is_none(), "{v}");
+    assert!(v.get("promotion_blockers").is_none(), "{v}");
+}
+
+/// `/cluster` of a replica's REST API over `store`.
+async fn cluster_doc(store: FakeSource) -> serde_json::Value {
+    let h = harness_with(
+        replica(5000, 5000),
+        BTreeMap::new(),
+        store,
+        Credentials::default(),
+        NOW,
+    );
+    let (code, body) = get(&h.app, "/cluster").await;
+    assert_eq!(code, StatusCode::OK);
+    serde_json::from_str(&body).unwrap()
+}
+
+#[tokio::test]
 async fn history_is_empty_until_written_then_patroni_rows() {
     let h = harness(primary());
     assert_eq!(
