@@ -283,11 +283,7 @@ impl Run<'_> {
         let acked = writes.stats().acks.len();
         let what = match fault {
             Fault::Machine => {
-                let postmaster = self.c.postmaster_pid(&file);
-                self.c.kill9(&file);
-                if let Some(pid) = postmaster {
-                    kill(pid, libc::SIGKILL);
-                }
+                self.c.kill_machine(&file);
                 std::thread::sleep(down);
                 self.c.start(&file);
                 format!("kill -9 pgkeel + postmaster of {role} {target}, restarted after {down:?}")
