@@ -251,7 +251,7 @@ fn pause_stops_failover_and_resume_restores_it() {
     );
     refusal(
         &c.ctl("witness", &["switchover", "--force"]),
-        "no healthy standby to switch over to",
+        &format!("no standby may take over: {leader} is tagged nofailover"),
     );
     assert_eq!(c.running_leader(&[]).map(|(l, _)| l), Some(new));
 }

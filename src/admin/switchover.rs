@@ -246,9 +246,11 @@ pub async fn switchover(
                 .keys()
                 .any(|m| *m != holder && snap.check_candidate(m).is_ok());
             if !any {
-                return Err(Status::failed_precondition(
-                    "no healthy standby to switch over to: see pgkeelctl list",
-                ));
+                return Err(Status::failed_precondition(crate::ha::no_candidate(
+                    &snap.view,
+                    &holder,
+                    snap.primary_position(),
+                )));
             }
         }
     }

@@ -129,7 +129,7 @@ pub use settings::{may_restart_for_pending, PendingRestart, SettingValues};
 pub use state::{
     BootstrapStep, CandidateStep, DemotingStep, PrimaryState, RejoinStep, State, StoppingState,
 };
-pub use switchover::candidate_problem;
+pub use switchover::{candidate_problem, no_candidate};
 pub use view::{
     ClusterView, DataDir, FailoverKind, FailoverRequest, HaConfig, InitializeKey, LeaderKey, Lsn,
     MemberInfo, MemberRole, MemberState, MemberTags, Operation, OperationKind, PgState,

@@ -91,6 +91,22 @@ pub fn candidate_problem(
     Ok((theirs, m.tags.failover_priority))
 }
 
+/// Why no member but `holder` may be handed the key by a primary at
+/// `primary`: each member's reason, so an operator sees what to fix.
+pub fn no_candidate(view: &ClusterView, holder: &str, primary: Lsn) -> String {
+    let reasons: Vec<String> = view
+        .members
+        .keys()
+        .filter(|n| n.as_str() != holder)
+        .filter_map(|n| candidate_problem(view, n, primary).err())
+        .collect();
+    if reasons.is_empty() {
+        "no standby to switch over to: the cluster has no other member".to_string()
+    } else {
+        format!("no standby may take over: {}", reasons.join("; "))
+    }
+}
+
 impl Ha {
     /// The due, pending request this node has not finished with, unless
     /// paused.
@@ -222,7 +238,7 @@ impl Ha {
             // Furthest ahead, then highest priority, then lowest name.
             .max_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)).then(b.2.cmp(a.2)))
             .map(|(_, _, n)| n.clone())
-            .ok_or_else(|| "no healthy standby to switch over to".to_string())
+            .ok_or_else(|| no_candidate(view, me, ours))
     }
 
     /// The handover's own rules (see the module docs). A lost lease leaves

@@ -209,7 +209,7 @@ fn a_switchover_is_refused_when_the_candidate_cannot_take_over() {
                 .with("b", |m| m.state = MemberState::Stopped)
                 .with("c", |m| m.tags.failover_priority = 0),
             None,
-            "no healthy standby to switch over to".into(),
+            "no standby may take over: b is not a running standby (it is stopped); c is tagged nofailover (or failover_priority 0)".into(),
         ),
     ];
     for (what, v, candidate, why) in rows {
