@@ -34,7 +34,7 @@ use std::time::Duration;
 use pgkeel::consensus::kv::KvState;
 use pgkeel::ha::{
     Action, ActionDone, ActionKind, ClusterView, Event, Ha, HaConfig, MemberTags, NodeInfo,
-    RejoinPolicy, StartAs, StopMode, Upstream,
+    RejoinPolicy, StartAs, StopMode, SyncSettings, Upstream,
 };
 use pgkeel::store::lessor::Lessor;
 
@@ -68,6 +68,8 @@ pub struct SimConfig {
     pub watchdog: bool,
     /// Scenario name for failure messages.
     pub label: String,
+    /// The dynamic config's synchronous replication settings.
+    pub sync: SyncSettings,
 }
 
 /// One host: a voter, and for data nodes an agent and a PostgreSQL.
@@ -245,7 +247,10 @@ impl Sim {
                 last_seen_leader: None,
                 lessor: Lessor::default(),
                 applied: ClusterView {
-                    config: ha_config(),
+                    config: HaConfig {
+                        sync: cfg.sync,
+                        ..ha_config()
+                    },
                     ..ClusterView::default()
                 },
             });
@@ -271,6 +276,15 @@ impl Sim {
             sim.start_agent(i);
         }
         sim
+    }
+
+    /// The dynamic config every node sees: [`ha_config`] with this run's
+    /// synchronous settings.
+    pub fn ha_cfg(&self) -> HaConfig {
+        HaConfig {
+            sync: self.cfg.sync,
+            ..ha_config()
+        }
     }
 
     /// Delivers `event` to node `i` (incarnation `inc`) at `at`.
@@ -365,6 +379,7 @@ impl Sim {
                 if self.nodes[node].inc != inc {
                     return;
                 }
+                self.replicate();
                 self.nodes[node].pg.stop(self.now, false);
                 self.trace(node, "fence: postmaster stopped by PID".into());
                 self.feed(node, done(ActionKind::Fence, Ok(pgkeel::ha::Reply::Done)));
@@ -412,6 +427,8 @@ impl Sim {
     /// The host dies: PostgreSQL with it (no clean shutdown), the agent,
     /// the voter.
     pub fn crash(&mut self, i: usize) {
+        // Everything streamed up to this instant arrived.
+        self.replicate();
         let now = self.now;
         let n = &mut self.nodes[i];
         n.up = false;
@@ -451,6 +468,7 @@ impl Sim {
 
     /// Cuts (or heals) every link into and out of `i`, per direction.
     pub fn isolate(&mut self, i: usize, inbound: bool, outbound: bool) {
+        self.replicate();
         for j in 0..self.nodes.len() {
             if j != i {
                 self.links[j][i] = !inbound;
@@ -465,6 +483,7 @@ impl Sim {
     }
 
     pub fn heal(&mut self) {
+        self.replicate();
         for row in &mut self.links {
             row.iter_mut().for_each(|l| *l = true);
         }
@@ -714,6 +733,7 @@ impl Sim {
                 _ => pg.streaming = false,
             }
         }
+        self.record_acks();
     }
 
     /// Carries out a finished PostgreSQL action on the model; returns the
@@ -781,6 +801,9 @@ impl Sim {
             Action::Promote => {
                 let r = self.nodes[i].pg.promote(now);
                 self.trace(i, format!("promote finished: {r:?}"));
+                if r.is_ok() {
+                    self.check_promotion(i);
+                }
                 r.map(|_| Reply::Done)
             }
             Action::Basebackup { from, slot } => self.basebackup(i, &from, &slot),
@@ -790,6 +813,7 @@ impl Sim {
                 if pg.standby() {
                     pg.upstream = Some(upstream);
                     pg.streaming = false;
+                    pg.sync_names.clear();
                     Ok(Reply::Done)
                 } else {
                     Err("not a running standby".into())
@@ -800,6 +824,7 @@ impl Sim {
                 if pg.standby() {
                     pg.upstream = None;
                     pg.streaming = false;
+                    pg.sync_names.clear();
                     Ok(Reply::Done)
                 } else {
                     Err("not a running standby".into())
@@ -825,7 +850,18 @@ impl Sim {
                 } else {
                     pg.data = None;
                     pg.slots.clear();
+                    pg.sync_names.clear();
                     Ok(Reply::Done)
+                }
+            }
+            Action::SetSyncStandbyNames { value } => {
+                let pg = &mut self.nodes[i].pg;
+                if pg.data.is_some() {
+                    pg.sync_names = value.clone();
+                    self.trace(i, format!("synchronous_standby_names = '{value}'"));
+                    Ok(Reply::Done)
+                } else {
+                    Err("the data directory is not initialized".into())
                 }
             }
             other => Err(format!("{other:?} is not a PostgreSQL action")),
@@ -942,6 +978,11 @@ impl Sim {
             (Some(d), Some(src)) => n.standby() && !n.streaming && !d.can_follow(src),
             _ => false,
         }
+    }
+
+    /// The store's `sync` key, if any.
+    pub fn sync_key(&self) -> Option<pgkeel::store::keys::SyncRecord> {
+        self.store.sync_key()
     }
 
     /// The store's leader key holder, if any.
