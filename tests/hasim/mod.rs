@@ -88,6 +88,8 @@ pub struct Node {
     /// Events that arrived while frozen, delivered in order on resume.
     inbox: Vec<Event>,
     pub pg: FakePg,
+    /// WAL bytes this node's stream stays behind its upstream.
+    pub stream_lag: u64,
     /// The PostgreSQL-lane action running: (op id, kind).
     pg_task: Option<(u64, ActionKind)>,
     tick_gen: u64,
@@ -226,6 +228,10 @@ impl Sim {
                 format!("n{}", i + 1)
             };
             let ppm = rng.range(0, 2000) as i64 - 1000;
+            // How far behind its upstream this node streams: 0 to 100 ms
+            // of WAL (so standbys differ, and a primary's last WAL is on
+            // no standby when it dies).
+            let stream_lag = rng.range(0, 100) * pg::WAL_PER_MS;
             let clock = NodeClock {
                 offset: rng.range(1, 10_000) * S + rng.range(0, S),
                 ppm,
@@ -240,6 +246,7 @@ impl Sim {
                 ha: None,
                 inbox: Vec::new(),
                 pg: FakePg::new(),
+                stream_lag,
                 pg_task: None,
                 tick_gen: 0,
                 wd_gen: 0,
@@ -722,10 +729,11 @@ impl Sim {
             let source = up
                 .filter(|u| *u != i && self.pg_path(i, *u) && self.nodes[*u].pg.running())
                 .and_then(|u| self.nodes[u].pg.data.clone());
+            let lag = self.nodes[i].stream_lag;
             let pg = &mut self.nodes[i].pg;
             match (source, pg.data.as_mut()) {
                 (Some(src), Some(d)) if d.can_follow(&src) => {
-                    d.lsn = src.lsn;
+                    d.lsn = d.lsn.max(src.lsn.saturating_sub(lag));
                     d.timeline = src.timeline;
                     d.history = src.history;
                     pg.streaming = true;

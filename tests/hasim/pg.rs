@@ -17,7 +17,7 @@ use pgkeel::ha::{sanitize_slot_name, DataDir, Lsn, PgState, ReplicationRow, Slot
 use super::clock::{MS, T};
 
 /// WAL bytes a primary writes per millisecond of true time.
-const WAL_PER_MS: u64 = 64;
+pub const WAL_PER_MS: u64 = 64;
 /// Where initdb leaves the WAL.
 pub const INITIAL_LSN: u64 = 0x0100_0000;
 
