@@ -381,7 +381,10 @@ fn settles_or_diverged(sim: &mut Sim, may: &[usize]) -> bool {
         && diverged.iter().all(|d| may.contains(d))
         && others_fine;
     sim.expect(known, || "the cluster did not settle after healing".into());
-    let names: Vec<&str> = diverged.iter().map(|d| sim.nodes[*d].name.as_str()).collect();
+    let names: Vec<&str> = diverged
+        .iter()
+        .map(|d| sim.nodes[*d].name.as_str())
+        .collect();
     eprintln!(
         "KNOWN LIMITATION {}: seed {}{}: {names:?} stay running standbys diverged from {}'s timeline",
         sim.cfg.label,
@@ -636,7 +639,9 @@ fn sync_only_standby_lost() {
             sim.expect(np == r, || "the trusted standby was not promoted".into());
             let last = sim.checks.promotions.last();
             sim.expect(last.is_some_and(|x| x.acked == acked), || {
-                format!("the promotion did not see the commits acknowledged before the loss: {last:?}")
+                format!(
+                    "the promotion did not see the commits acknowledged before the loss: {last:?}"
+                )
             });
         } else {
             sim.run_for(FAILOVER_BOUND + 10 * S);
@@ -650,5 +655,37 @@ fn sync_only_standby_lost() {
         sim.expect(q || sync.strict || np == vec![p], || {
             format!("not strict: the old primary did not take its key back ({np:?})")
         });
+    }
+}
+
+/// Quorum mode (`ANY 1` of two standbys, k = 1 < |S| = 2): the primary
+/// dies while its two standbys cannot reach each other (a witness keeps
+/// the store up). Each may lack a commit only the other acknowledged, so
+/// neither is promoted until it has the other's position; once the cut
+/// heals, the one that is at least as far is.
+#[test]
+fn sync_quorum_peer_unreachable() {
+    let quorum: Vec<SyncSettings> = sync_modes()
+        .into_iter()
+        .filter(|m| m.mode == SynchronousMode::Quorum)
+        .collect();
+    for seed in seeds() {
+        for sync in &quorum {
+            let label = "sync_quorum_peer_unreachable";
+            let (mut sim, p) = formed_sync(label, seed, 3, true, false, *sync);
+            let set = sync_set(&sim);
+            let (b, c) = ((p + 1) % 3, (p + 2) % 3);
+            sim.cut(b, c);
+            sim.crash(p);
+            sim.run_for(FAILOVER_BOUND + 10 * S);
+            sim.expect(sim.writable().is_empty(), || {
+                "a quorum member was promoted without its peer's position".into()
+            });
+            sim.heal();
+            let np = wait_new_primary(&mut sim, p, FAILOVER_BOUND);
+            promoted_from_set(&sim, &set, np);
+            sim.restart(p);
+            settles_or_old_primary_diverged(&mut sim, p);
+        }
     }
 }

@@ -155,8 +155,7 @@ impl Sim {
                         let s = &self.nodes[j].pg;
                         let from_us = s.upstream.as_ref().is_some_and(|u| u.member == *name);
                         let slot = sanitize_slot_name(&self.nodes[j].name);
-                        let listed =
-                            setting.names.contains(&slot) || setting.names.contains("*");
+                        let listed = setting.names.contains(&slot) || setting.names.contains("*");
                         (s.standby() && s.streaming && from_us && listed)
                             .then(|| s.data.as_ref().map(|x| x.lsn))
                             .flatten()

@@ -489,6 +489,16 @@ impl Sim {
         self.topology_changed();
     }
 
+    /// Cuts the links between `a` and `b`, both ways.
+    pub fn cut(&mut self, a: usize, b: usize) {
+        self.replicate();
+        self.links[a][b] = false;
+        self.links[b][a] = false;
+        let (na, nb) = (self.nodes[a].name.clone(), self.nodes[b].name.clone());
+        self.trace_msg(format!("network: {na} and {nb} cut from each other"));
+        self.topology_changed();
+    }
+
     pub fn heal(&mut self) {
         self.replicate();
         for row in &mut self.links {
