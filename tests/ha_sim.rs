@@ -157,7 +157,13 @@ fn promoted_from_set(sim: &Sim, set: &BTreeSet<String>, np: usize) {
     let last = sim.checks.promotions.last();
     sim.expect(
         last.is_some_and(|p| p.node == np && p.acked > hasim::pg::INITIAL_LSN),
-        || format!("no acknowledged commit recorded before the promotion: {last:?}"),
+        || match last {
+            Some(p) => format!(
+                "no acknowledged commit recorded before {} was promoted at {:X}",
+                sim.nodes[p.node].name, p.fork
+            ),
+            None => "no promotion recorded".into(),
+        },
     );
 }
 

@@ -73,7 +73,6 @@ struct Acked {
 /// A standby promoted, and what its old timeline had acknowledged.
 #[derive(Debug, Clone)]
 pub struct Promotion {
-    pub at: T,
     pub node: usize,
     /// Where it left the old timeline.
     pub fork: u64,
@@ -198,7 +197,6 @@ impl Sim {
         let branch = (d.sysid, before.to_vec(), old_tl);
         let acked = self.checks.acked.get(&branch).copied().unwrap_or_default();
         self.checks.promotions.push(Promotion {
-            at: self.now,
             node: i,
             fork,
             acked: acked.any,
