@@ -200,26 +200,40 @@ fn wait_converged(sim: &mut Sim, limit: T) -> usize {
     sim.converged().unwrap_or(0)
 }
 
+/// A scenario as two tests: asynchronous over the seeds, and again under
+/// every synchronous mode (`$run(label, seed, settings)`); the doc, if
+/// any, is the synchronous test's.
+macro_rules! scenario {
+    ($(#[$doc:meta])* $name:ident, $sync_name:ident, $run:ident) => {
+        #[test]
+        fn $name() {
+            for seed in seeds() {
+                $run(stringify!($name), seed, SyncSettings::default());
+            }
+        }
+
+        $(#[$doc])*
+        #[test]
+        fn $sync_name() {
+            for (seed, sync) in seeds_and_modes() {
+                $run(stringify!($sync_name), seed, sync);
+            }
+        }
+    };
+}
+
 /// TTL plus a few seconds: how long a failover may take after a fault.
 const FAILOVER_BOUND: T = 5 * S + 10 * S;
 const SETTLE_BOUND: T = 90 * S;
 
-#[test]
-fn primary_loss() {
-    for seed in seeds() {
-        primary_loss_run("primary_loss", seed, SyncSettings::default());
-    }
-}
-
-/// In synchronous mode the member of the set is promoted (`on`: the one
-/// synchronous standby; quorum: one of the set that is at least as far as
-/// the others that answered), at or past every acknowledged commit.
-#[test]
-fn sync_primary_loss() {
-    for (seed, sync) in seeds_and_modes() {
-        primary_loss_run("sync_primary_loss", seed, sync);
-    }
-}
+scenario!(
+    /// In synchronous mode the member of the set is promoted (`on`: the one
+    /// synchronous standby; quorum: one of the set that is at least as far as
+    /// the others that answered), at or past every acknowledged commit.
+    primary_loss,
+    sync_primary_loss,
+    primary_loss_run
+);
 
 fn primary_loss_run(label: &str, seed: u64, sync: SyncSettings) {
     let (mut sim, p) = formed_sync(label, seed, 3, false, false, sync);
@@ -238,22 +252,14 @@ fn primary_loss_run(label: &str, seed: u64, sync: SyncSettings) {
     });
 }
 
-#[test]
-fn replica_loss() {
-    for seed in seeds() {
-        replica_loss_run("replica_loss", seed, SyncSettings::default());
-    }
-}
-
-/// Losing a synchronous standby (strict or not) never moves the primary;
-/// with another standby to choose, the key protects commits again
-/// without the lost one.
-#[test]
-fn sync_replica_loss() {
-    for (seed, sync) in seeds_and_modes() {
-        replica_loss_run("sync_replica_loss", seed, sync);
-    }
-}
+scenario!(
+    /// Losing a synchronous standby (strict or not) never moves the primary;
+    /// with another standby to choose, the key protects commits again
+    /// without the lost one.
+    replica_loss,
+    sync_replica_loss,
+    replica_loss_run
+);
 
 fn replica_loss_run(label: &str, seed: u64, sync: SyncSettings) {
     let (mut sim, p) = formed_sync(label, seed, 3, false, false, sync);
@@ -287,19 +293,7 @@ fn replica_loss_run(label: &str, seed: u64, sync: SyncSettings) {
     });
 }
 
-#[test]
-fn witness_loss() {
-    for seed in seeds() {
-        witness_loss_run("witness_loss", seed, SyncSettings::default());
-    }
-}
-
-#[test]
-fn sync_witness_loss() {
-    for (seed, sync) in seeds_and_modes() {
-        witness_loss_run("sync_witness_loss", seed, sync);
-    }
-}
+scenario!(witness_loss, sync_witness_loss, witness_loss_run);
 
 fn witness_loss_run(label: &str, seed: u64, sync: SyncSettings) {
     let (mut sim, p) = formed_sync(label, seed, 2, true, false, sync);
@@ -321,19 +315,11 @@ fn witness_loss_run(label: &str, seed: u64, sync: SyncSettings) {
     });
 }
 
-#[test]
-fn primary_isolated() {
-    for seed in seeds() {
-        primary_isolated_run("primary_isolated", seed, SyncSettings::default());
-    }
-}
-
-#[test]
-fn sync_primary_isolated() {
-    for (seed, sync) in seeds_and_modes() {
-        primary_isolated_run("sync_primary_isolated", seed, sync);
-    }
-}
+scenario!(
+    primary_isolated,
+    sync_primary_isolated,
+    primary_isolated_run
+);
 
 fn primary_isolated_run(label: &str, seed: u64, sync: SyncSettings) {
     let (mut sim, p) = formed_sync(label, seed, 3, false, false, sync);
@@ -401,141 +387,99 @@ fn settles_or_diverged(sim: &mut Sim, may: &[usize]) -> bool {
     true
 }
 
-#[test]
-fn asymmetric_cut() {
-    for seed in seeds() {
-        asymmetric_cut_run("asymmetric_cut", seed, SyncSettings::default());
-    }
-}
-
-#[test]
-fn sync_asymmetric_cut() {
-    for (seed, sync) in seeds_and_modes() {
-        asymmetric_cut_run("sync_asymmetric_cut", seed, sync);
-    }
-}
+scenario!(asymmetric_cut, sync_asymmetric_cut, asymmetric_cut_run);
 
 fn asymmetric_cut_run(label: &str, seed: u64, sync: SyncSettings) {
-    {
-        let (mut sim, p) = formed_sync(label, seed, 3, false, false, sync);
-        let set = sync_set(&sim);
-        // Odd seeds: the primary sends but hears nothing; even: the reverse.
-        let inbound = seed % 2 == 1;
-        let raft_leader_here = sim.raft_leader() == Some(p);
-        sim.isolate(p, inbound, !inbound);
-        if inbound && raft_leader_here {
-            // Known limitation (openraft 0.9 has no check-quorum): the
-            // primary's voter leads, its heartbeats still reach the others,
-            // so they neither campaign nor grant votes; it hears no acks,
-            // so it cannot commit. The store is stuck, the primary fences
-            // on its own, nobody is promoted until the cut heals.
-            sim.run_for(FAILOVER_BOUND);
-            sim.expect(strict() || sim.writable().is_empty(), || {
-                "expected the stuck store of a half-cut Raft leader".into()
-            });
-            eprintln!(
-                "KNOWN LIMITATION {label}: seed {seed}{}: no failover while {} (Raft leader) cannot receive",
-                mode_word(sync),
-                sim.nodes[p].name
-            );
-        } else if inbound && sync.enabled() && !sync.strict {
-            // Not strict, the primary hears nothing: its standbys look
-            // gone, so it shrinks the `sync` key to promise nothing (its
-            // write still lands: it can send), then fences when its lease
-            // ends. With nobody promotable, no failover until the cut
-            // heals; nothing acknowledged is lost (its PostgreSQL never got
-            // the empty setting: it never saw the key written).
-            sim.run_for(FAILOVER_BOUND);
-            let key = sim.sync_key();
-            sim.expect(
-                sim.writable().is_empty()
-                    && key.is_some_and(|k| k.leader == sim.nodes[p].name && k.quorum == 0),
-                || "expected no failover from a primary that shrank its sync key to nobody".into(),
-            );
-        } else {
-            let np = wait_new_primary(&mut sim, p, FAILOVER_BOUND);
-            if sync.enabled() {
-                promoted_from_set(&sim, &set, np);
-            }
+    let (mut sim, p) = formed_sync(label, seed, 3, false, false, sync);
+    let set = sync_set(&sim);
+    // Odd seeds: the primary sends but hears nothing; even: the reverse.
+    let inbound = seed % 2 == 1;
+    let raft_leader_here = sim.raft_leader() == Some(p);
+    sim.isolate(p, inbound, !inbound);
+    if inbound && raft_leader_here {
+        // Known limitation (openraft 0.9 has no check-quorum): the
+        // primary's voter leads, its heartbeats still reach the others,
+        // so they neither campaign nor grant votes; it hears no acks,
+        // so it cannot commit. The store is stuck, the primary fences
+        // on its own, nobody is promoted until the cut heals.
+        sim.run_for(FAILOVER_BOUND);
+        sim.expect(strict() || sim.writable().is_empty(), || {
+            "expected the stuck store of a half-cut Raft leader".into()
+        });
+        eprintln!(
+            "KNOWN LIMITATION {label}: seed {seed}{}: no failover while {} (Raft leader) cannot receive",
+            mode_word(sync),
+            sim.nodes[p].name
+        );
+    } else if inbound && sync.enabled() && !sync.strict {
+        // Not strict, the primary hears nothing: its standbys look
+        // gone, so it shrinks the `sync` key to promise nothing (its
+        // write still lands: it can send), then fences when its lease
+        // ends. With nobody promotable, no failover until the cut
+        // heals; nothing acknowledged is lost (its PostgreSQL never got
+        // the empty setting: it never saw the key written).
+        sim.run_for(FAILOVER_BOUND);
+        let key = sim.sync_key();
+        sim.expect(
+            sim.writable().is_empty()
+                && key.is_some_and(|k| k.leader == sim.nodes[p].name && k.quorum == 0),
+            || "expected no failover from a primary that shrank its sync key to nobody".into(),
+        );
+    } else {
+        let np = wait_new_primary(&mut sim, p, FAILOVER_BOUND);
+        if sync.enabled() {
+            promoted_from_set(&sim, &set, np);
         }
-        let cut = sim.rng().ms(0, 10_000);
-        sim.run_for(cut);
-        sim.heal();
-        settles_or_old_primary_diverged(&mut sim, p);
     }
+    let cut = sim.rng().ms(0, 10_000);
+    sim.run_for(cut);
+    sim.heal();
+    settles_or_old_primary_diverged(&mut sim, p);
 }
 
-#[test]
-fn quorum_loss() {
-    for seed in seeds() {
-        quorum_loss_run("quorum_loss", seed, SyncSettings::default());
-    }
-}
-
-#[test]
-fn sync_quorum_loss() {
-    for (seed, sync) in seeds_and_modes() {
-        quorum_loss_run("sync_quorum_loss", seed, sync);
-    }
-}
+scenario!(quorum_loss, sync_quorum_loss, quorum_loss_run);
 
 fn quorum_loss_run(label: &str, seed: u64, sync: SyncSettings) {
-    {
-        let (mut sim, p) = formed_sync(label, seed, 3, false, false, sync);
-        let (a, b) = ((p + 1) % 3, (p + 2) % 3);
-        sim.crash(a);
-        sim.crash(b);
-        // The primary's lease ends at most ttl - safety_margin after its
-        // last keepalive was sent; nothing can renew it without a quorum.
-        let cfg = hasim::ha_config();
-        sim.run_for(hasim::nanos(cfg.ttl - cfg.safety_margin) + 300 * MS);
-        sim.expect(sim.writable().is_empty(), || {
-            "a primary without a quorum still accepts writes after its lease".into()
-        });
-        sim.run_for(20 * S);
-        sim.expect(sim.writable().is_empty(), || {
-            "something was promoted without a quorum".into()
-        });
-        sim.restart(a);
-        sim.restart(b);
-        // The fenced primary may have written past what the others have;
-        // when another node wins while it still starts (and so is not yet
-        // a contender), it ends as a diverged running standby: a known
-        // limitation, reported, and failed under PGKEEL_SIM_STRICT.
-        settles_or_old_primary_diverged(&mut sim, p);
-    }
+    let (mut sim, p) = formed_sync(label, seed, 3, false, false, sync);
+    let (a, b) = ((p + 1) % 3, (p + 2) % 3);
+    sim.crash(a);
+    sim.crash(b);
+    // The primary's lease ends at most ttl - safety_margin after its
+    // last keepalive was sent; nothing can renew it without a quorum.
+    let cfg = hasim::ha_config();
+    sim.run_for(hasim::nanos(cfg.ttl - cfg.safety_margin) + 300 * MS);
+    sim.expect(sim.writable().is_empty(), || {
+        "a primary without a quorum still accepts writes after its lease".into()
+    });
+    sim.run_for(20 * S);
+    sim.expect(sim.writable().is_empty(), || {
+        "something was promoted without a quorum".into()
+    });
+    sim.restart(a);
+    sim.restart(b);
+    // The fenced primary may have written past what the others have;
+    // when another node wins while it still starts (and so is not yet
+    // a contender), it ends as a diverged running standby: a known
+    // limitation, reported, and failed under PGKEEL_SIM_STRICT.
+    settles_or_old_primary_diverged(&mut sim, p);
 }
+
+scenario!(
+    agent_pause_longer_than_ttl_with_watchdog,
+    sync_agent_pause_longer_than_ttl_with_watchdog,
+    pause_with_watchdog_run
+);
 
 /// The primary's pgkeel freezes (agent and voter) for longer than the TTL
 /// while its PostgreSQL keeps running. With a watchdog (kicked to fire at
 /// `valid_until - WATCHDOG_RESET`), the host is reset before any other node
 /// can be promoted.
-#[test]
-fn agent_pause_longer_than_ttl_with_watchdog() {
-    for seed in seeds() {
-        pause_with_watchdog_run(
-            "agent_pause_longer_than_ttl_with_watchdog",
-            seed,
-            SyncSettings::default(),
-        );
-    }
-}
-
-#[test]
-fn sync_agent_pause_longer_than_ttl_with_watchdog() {
-    for (seed, sync) in seeds_and_modes() {
-        pause_with_watchdog_run("sync_agent_pause_longer_than_ttl_with_watchdog", seed, sync);
-    }
-}
-
 fn pause_with_watchdog_run(label: &str, seed: u64, sync: SyncSettings) {
-    {
-        let (mut sim, p) = formed_sync(label, seed, 3, false, true, sync);
-        let d = 5 * S + sim.rng().ms(1000, 5000);
-        sim.pause(p, d);
-        wait_primary(&mut sim, FAILOVER_BOUND);
-        settles_or_old_primary_diverged(&mut sim, p);
-    }
+    let (mut sim, p) = formed_sync(label, seed, 3, false, true, sync);
+    let d = 5 * S + sim.rng().ms(1000, 5000);
+    sim.pause(p, d);
+    wait_primary(&mut sim, FAILOVER_BOUND);
+    settles_or_old_primary_diverged(&mut sim, p);
 }
 
 /// The same pause without a watchdog: nothing can stop the frozen agent's
