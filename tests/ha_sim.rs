@@ -345,7 +345,15 @@ fn strict() -> bool {
 /// diverged from the new primary's timeline and never rejoins, because the
 /// core never judges a running standby diverged (src/ha/rejoin.rs).
 /// Returns whether the limitation was hit.
+///
+/// In synchronous mode the promoted standby holds every acknowledged
+/// commit but a standby outside the set may have received more (commits
+/// still waiting): that one ends diverged the same way.
 fn settles_or_old_primary_diverged(sim: &mut Sim, old: usize) -> bool {
+    if sim.cfg.sync.enabled() {
+        let all: Vec<usize> = (0..sim.n_data).collect();
+        return settles_or_diverged(sim, &all);
+    }
     settles_or_diverged(sim, &[old])
 }
 
