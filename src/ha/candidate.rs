@@ -437,6 +437,10 @@ impl Ha {
                 let eligible = self
                     .eligibility(now, &pg, polled.as_ref())
                     .and_then(|()| self.quorum_answers(now, polled.as_ref()));
+                // Answers missing: they may come later without any change
+                // in the store, so a newer view is not all we wait for.
+                self.race_retry_at = matches!(eligible, Err(Ineligible::QuorumShort { .. }))
+                    .then(|| now + self.cfg().loop_wait);
                 match (eligible, lease) {
                     (Ok(()), Some(lease)) => {
                         self.polled = polled;

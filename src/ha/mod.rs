@@ -308,6 +308,10 @@ pub struct Ha {
     /// winner's write; or the others' answers showed a better member): a
     /// vacant key in views up to it is no reason to race again.
     race_lost_at: Option<u64>,
+    /// Quorum mode: our last race stopped short of the set's answers
+    /// (a member did not answer); they may answer later without anything
+    /// changing in the store, so ask again from this instant on.
+    race_retry_at: Option<BootInstant>,
     /// Consecutive failed pg_rewind runs, and the leader they ran against.
     rewind_failures: (Option<String>, u32),
     /// The primary's server found down (see `primary`).
@@ -373,6 +377,7 @@ impl Ha {
             shutdown: false,
             sysid_recorded: None,
             race_lost_at: None,
+            race_retry_at: None,
             rewind_failures: (None, 0),
             primary_down: None,
             polled: None,
@@ -480,6 +485,7 @@ impl Ha {
         at.extend(self.status_published.map(|(_, t)| t + cfg.loop_wait));
         at.extend(self.retry_at.values().copied());
         at.extend(self.stand_aside_end());
+        at.extend(self.race_retry_at);
         at.extend(
             self.slot_absent_since
                 .values()

@@ -10,8 +10,18 @@ use super::Ha;
 
 impl Ha {
     pub(super) fn replica(&mut self, now: BootInstant, out: &mut Vec<Action>) {
+        if self.race_retry_at.is_some_and(|t| now >= t) {
+            // Quorum mode, short of answers last time: ask again on the
+            // same view (a race on a stale view loses the key's
+            // compare-and-set, nothing worse).
+            self.race_retry_at = None;
+            self.race_lost_at = None;
+        }
         match self.view.as_ref().map(|v| v.leader.is_some()) {
-            Some(true) => self.polled = None,
+            Some(true) => {
+                self.polled = None;
+                self.race_retry_at = None;
+            }
             Some(false) => {
                 self.vacant_since.get_or_insert(now);
             }

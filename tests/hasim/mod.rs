@@ -34,7 +34,7 @@ use std::time::Duration;
 use pgkeel::consensus::kv::KvState;
 use pgkeel::ha::{
     Action, ActionDone, ActionKind, ClusterView, Event, Ha, HaConfig, MemberTags, NodeInfo,
-    RejoinPolicy, StartAs, StopMode, Upstream,
+    RejoinPolicy, StartAs, StopMode, SyncSettings, Upstream,
 };
 use pgkeel::store::lessor::Lessor;
 
@@ -68,6 +68,8 @@ pub struct SimConfig {
     pub watchdog: bool,
     /// Scenario name for failure messages.
     pub label: String,
+    /// The dynamic config's synchronous replication settings.
+    pub sync: SyncSettings,
 }
 
 /// One host: a voter, and for data nodes an agent and a PostgreSQL.
@@ -86,6 +88,8 @@ pub struct Node {
     /// Events that arrived while frozen, delivered in order on resume.
     inbox: Vec<Event>,
     pub pg: FakePg,
+    /// WAL bytes this node's stream stays behind its upstream.
+    pub stream_lag: u64,
     /// The PostgreSQL-lane action running: (op id, kind).
     pg_task: Option<(u64, ActionKind)>,
     tick_gen: u64,
@@ -224,6 +228,10 @@ impl Sim {
                 format!("n{}", i + 1)
             };
             let ppm = rng.range(0, 2000) as i64 - 1000;
+            // How far behind its upstream this node streams: 0 to 100 ms
+            // of WAL (so standbys differ, and a primary's last WAL is on
+            // no standby when it dies).
+            let stream_lag = rng.range(0, 100) * pg::WAL_PER_MS;
             let clock = NodeClock {
                 offset: rng.range(1, 10_000) * S + rng.range(0, S),
                 ppm,
@@ -238,6 +246,7 @@ impl Sim {
                 ha: None,
                 inbox: Vec::new(),
                 pg: FakePg::new(),
+                stream_lag,
                 pg_task: None,
                 tick_gen: 0,
                 wd_gen: 0,
@@ -245,7 +254,10 @@ impl Sim {
                 last_seen_leader: None,
                 lessor: Lessor::default(),
                 applied: ClusterView {
-                    config: ha_config(),
+                    config: HaConfig {
+                        sync: cfg.sync,
+                        ..ha_config()
+                    },
                     ..ClusterView::default()
                 },
             });
@@ -271,6 +283,15 @@ impl Sim {
             sim.start_agent(i);
         }
         sim
+    }
+
+    /// The dynamic config every node sees: [`ha_config`] with this run's
+    /// synchronous settings.
+    pub fn ha_cfg(&self) -> HaConfig {
+        HaConfig {
+            sync: self.cfg.sync,
+            ..ha_config()
+        }
     }
 
     /// Delivers `event` to node `i` (incarnation `inc`) at `at`.
@@ -365,6 +386,7 @@ impl Sim {
                 if self.nodes[node].inc != inc {
                     return;
                 }
+                self.replicate();
                 self.nodes[node].pg.stop(self.now, false);
                 self.trace(node, "fence: postmaster stopped by PID".into());
                 self.feed(node, done(ActionKind::Fence, Ok(pgkeel::ha::Reply::Done)));
@@ -412,6 +434,8 @@ impl Sim {
     /// The host dies: PostgreSQL with it (no clean shutdown), the agent,
     /// the voter.
     pub fn crash(&mut self, i: usize) {
+        // Everything streamed up to this instant arrived.
+        self.replicate();
         let now = self.now;
         let n = &mut self.nodes[i];
         n.up = false;
@@ -451,6 +475,7 @@ impl Sim {
 
     /// Cuts (or heals) every link into and out of `i`, per direction.
     pub fn isolate(&mut self, i: usize, inbound: bool, outbound: bool) {
+        self.replicate();
         for j in 0..self.nodes.len() {
             if j != i {
                 self.links[j][i] = !inbound;
@@ -464,7 +489,18 @@ impl Sim {
         self.topology_changed();
     }
 
+    /// Cuts the links between `a` and `b`, both ways.
+    pub fn cut(&mut self, a: usize, b: usize) {
+        self.replicate();
+        self.links[a][b] = false;
+        self.links[b][a] = false;
+        let (na, nb) = (self.nodes[a].name.clone(), self.nodes[b].name.clone());
+        self.trace_msg(format!("network: {na} and {nb} cut from each other"));
+        self.topology_changed();
+    }
+
     pub fn heal(&mut self) {
+        self.replicate();
         for row in &mut self.links {
             row.iter_mut().for_each(|l| *l = true);
         }
@@ -703,10 +739,11 @@ impl Sim {
             let source = up
                 .filter(|u| *u != i && self.pg_path(i, *u) && self.nodes[*u].pg.running())
                 .and_then(|u| self.nodes[u].pg.data.clone());
+            let lag = self.nodes[i].stream_lag;
             let pg = &mut self.nodes[i].pg;
             match (source, pg.data.as_mut()) {
                 (Some(src), Some(d)) if d.can_follow(&src) => {
-                    d.lsn = src.lsn;
+                    d.lsn = d.lsn.max(src.lsn.saturating_sub(lag));
                     d.timeline = src.timeline;
                     d.history = src.history;
                     pg.streaming = true;
@@ -714,6 +751,7 @@ impl Sim {
                 _ => pg.streaming = false,
             }
         }
+        self.record_acks();
     }
 
     /// Carries out a finished PostgreSQL action on the model; returns the
@@ -781,6 +819,9 @@ impl Sim {
             Action::Promote => {
                 let r = self.nodes[i].pg.promote(now);
                 self.trace(i, format!("promote finished: {r:?}"));
+                if r.is_ok() {
+                    self.check_promotion(i);
+                }
                 r.map(|_| Reply::Done)
             }
             Action::Basebackup { from, slot } => self.basebackup(i, &from, &slot),
@@ -790,6 +831,7 @@ impl Sim {
                 if pg.standby() {
                     pg.upstream = Some(upstream);
                     pg.streaming = false;
+                    pg.sync_names.clear();
                     Ok(Reply::Done)
                 } else {
                     Err("not a running standby".into())
@@ -800,6 +842,7 @@ impl Sim {
                 if pg.standby() {
                     pg.upstream = None;
                     pg.streaming = false;
+                    pg.sync_names.clear();
                     Ok(Reply::Done)
                 } else {
                     Err("not a running standby".into())
@@ -825,7 +868,18 @@ impl Sim {
                 } else {
                     pg.data = None;
                     pg.slots.clear();
+                    pg.sync_names.clear();
                     Ok(Reply::Done)
+                }
+            }
+            Action::SetSyncStandbyNames { value } => {
+                let pg = &mut self.nodes[i].pg;
+                if pg.data.is_some() {
+                    pg.sync_names = value.clone();
+                    self.trace(i, format!("synchronous_standby_names = '{value}'"));
+                    Ok(Reply::Done)
+                } else {
+                    Err("the data directory is not initialized".into())
                 }
             }
             other => Err(format!("{other:?} is not a PostgreSQL action")),
@@ -942,6 +996,11 @@ impl Sim {
             (Some(d), Some(src)) => n.standby() && !n.streaming && !d.can_follow(src),
             _ => false,
         }
+    }
+
+    /// The store's `sync` key, if any.
+    pub fn sync_key(&self) -> Option<pgkeel::store::keys::SyncRecord> {
+        self.store.sync_key()
     }
 
     /// The store's leader key holder, if any.

@@ -11,12 +11,13 @@
 
 use std::collections::BTreeSet;
 
-use pgkeel::ha::{DataDir, Lsn, PgState, ReplicationRow, SlotInfo, Upstream};
+use pgkeel::ha::sync::SyncNames;
+use pgkeel::ha::{sanitize_slot_name, DataDir, Lsn, PgState, ReplicationRow, SlotInfo, Upstream};
 
 use super::clock::{MS, T};
 
 /// WAL bytes a primary writes per millisecond of true time.
-const WAL_PER_MS: u64 = 64;
+pub const WAL_PER_MS: u64 = 64;
 /// Where initdb leaves the WAL.
 pub const INITIAL_LSN: u64 = 0x0100_0000;
 
@@ -78,6 +79,9 @@ pub struct FakePg {
     pub streaming: bool,
     /// Physical slots on this server.
     pub slots: BTreeSet<String>,
+    /// `synchronous_standby_names` in pgkeel's settings file (kept across
+    /// restarts; a standby's is emptied when it is configured).
+    pub sync_names: String,
     /// When `data.lsn` was last brought up to date.
     lsn_at: T,
 }
@@ -90,6 +94,7 @@ impl FakePg {
             upstream: None,
             streaming: false,
             slots: BTreeSet::new(),
+            sync_names: String::new(),
             lsn_at: 0,
         }
     }
@@ -142,6 +147,10 @@ impl FakePg {
         d.clean_checkpoint = None;
         self.proc = Proc::Running { standby };
         self.upstream = if standby { upstream } else { None };
+        if standby {
+            // configure_as_standby: a standby waits for nobody.
+            self.sync_names.clear();
+        }
         self.streaming = false;
         self.lsn_at = t;
         Ok(())
@@ -162,6 +171,24 @@ impl FakePg {
         self.streaming = false;
         self.lsn_at = t;
         Ok(())
+    }
+
+    /// The setting in force, read as PostgreSQL reads it (text it cannot
+    /// read waits for nobody here; pgkeel writes only what it renders).
+    pub fn sync_setting(&self) -> SyncNames {
+        SyncNames::parse(&self.sync_names).unwrap_or_default()
+    }
+
+    /// `pg_stat_replication.sync_state` of a standby under `slot`: `sync`
+    /// when listed under FIRST, `quorum` under ANY, else `async`.
+    pub fn sync_state(&self, slot: &str) -> &'static str {
+        let s = self.sync_setting();
+        let listed = s.names.contains(slot) || s.names.contains("*");
+        match (listed && !s.is_async(), s.any) {
+            (false, _) => "async",
+            (true, false) => "sync",
+            (true, true) => "quorum",
+        }
     }
 
     /// What the agent's probe would report. `replicas` are the standbys
@@ -185,15 +212,17 @@ impl FakePg {
                 out.checkpoint_lsn = d.clean_checkpoint.map(Lsn);
             }
             Proc::Running { standby: false } => {
+                out.sync_standby_names = Some(self.sync_names.clone());
                 out.in_recovery = Some(false);
                 out.timeline = Some(d.timeline);
                 out.wal_lsn = Some(Lsn(d.lsn));
                 out.replication = replicas
                     .iter()
-                    .map(|(name, lsn)| ReplicationRow {
-                        application_name: name.clone(),
+                    .map(|(name, lsn)| (sanitize_slot_name(name), lsn))
+                    .map(|(slot, lsn)| ReplicationRow {
+                        sync_state: self.sync_state(&slot).into(),
+                        application_name: slot,
                         state: "streaming".into(),
-                        sync_state: "async".into(),
                         flush_lsn: Some(Lsn(*lsn)),
                         replay_lsn: Some(Lsn(*lsn)),
                     })
@@ -209,6 +238,7 @@ impl FakePg {
                     .collect();
             }
             Proc::Running { standby: true } => {
+                out.sync_standby_names = Some(self.sync_names.clone());
                 out.in_recovery = Some(true);
                 out.timeline = Some(d.timeline);
                 out.received_lsn = Some(Lsn(d.lsn));

@@ -109,6 +109,12 @@ impl Store {
     pub fn leader_holder(&self) -> Option<String> {
         self.kv.kv.get(keys::LEADER).map(|k| k.value.clone())
     }
+
+    /// The `sync` key as it stands.
+    pub fn sync_key(&self) -> Option<keys::SyncRecord> {
+        let kv = self.kv.kv.get(keys::SYNC)?;
+        keys::decode(&kv.key, &kv.value).ok()
+    }
 }
 
 impl Sim {
@@ -406,6 +412,32 @@ impl Sim {
                 self.commit(put(keys::STATUS, keys::encode(&rec), None, Expect::Any));
                 Ok(Reply::Done)
             }
+            // Guarded on our leader key (src/consensus/kv.rs `PutGuarded`):
+            // a write sent while leading cannot land after the lease ended.
+            Action::WriteSync {
+                lease,
+                members,
+                quorum,
+                base,
+            } => {
+                let rec = keys::SyncRecord {
+                    leader: name.clone(),
+                    sync_standby: members,
+                    quorum,
+                };
+                let op = Op::PutGuarded {
+                    key: keys::SYNC.to_string(),
+                    value: keys::encode(&rec),
+                    expect: base.map_or(Expect::Absent, Expect::ModRevision),
+                    guard_key: keys::LEADER.to_string(),
+                    guard_value: name,
+                    guard_lease: lease,
+                };
+                match self.commit(op).outcome {
+                    Outcome::Done => Ok(Reply::Done),
+                    _ => Err("the sync key changed, or we no longer hold the leader key".into()),
+                }
+            }
             // The `history` key is for people; the model only acknowledges it.
             Action::RecordHistory { .. } => Ok(Reply::Done),
             other => Err(format!("{other:?} is not a store action")),
@@ -571,7 +603,7 @@ impl Sim {
                     cluster_view(
                         &self.store.kv.kv,
                         revision,
-                        &ha_config(),
+                        &self.ha_cfg(),
                         std::time::SystemTime::UNIX_EPOCH,
                     )
                 })

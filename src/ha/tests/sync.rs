@@ -603,6 +603,35 @@ fn a_quorum_candidate_whose_peer_does_not_answer_waits() {
     assert!(out.contains(&Action::AcquireLeader { lease: L }), "{out:?}");
 }
 
+/// Found by the simulator (tests/ha_sim.rs `sync_quorum_peer_unreachable`):
+/// a quorum candidate short of its peer's answer gives up "until a newer
+/// view", but the peer becoming reachable again changes nothing in the
+/// store (every member key stays as it is once the standbys stopped
+/// receiving), so no one ever races again and the cluster stays without
+/// a primary although both standbys are up and reachable.
+#[test]
+fn a_quorum_candidate_short_of_answers_asks_again_without_a_store_change() {
+    let (mut fx, v) = sync_vacancy(SynchronousMode::Quorum, false, key("b", &["a", "c"], 1));
+    let out = through_vacancy(&mut fx, v, Some(BTreeMap::new()));
+    assert!(
+        !out.contains(&Action::AcquireLeader { lease: L }),
+        "{out:?}"
+    );
+    assert_eq!(fx.state(), &State::Replica);
+    // The store stays as it is; time passes (c may answer now).
+    let asked = (1..=5).any(|s| {
+        fx.quiet_at(s * 1000);
+        fx.tick(s * 1000)
+            .iter()
+            .any(|x| matches!(x, Action::QueryPositions { .. }))
+            || fx.state() == &State::Candidate(CandidateStep::Polling)
+    });
+    assert!(
+        asked,
+        "a quorum candidate short of answers never asks again while the store stays the same"
+    );
+}
+
 #[test]
 fn a_winner_claims_the_sync_key_and_lists_whom_commits_wait_for_before_it_promotes() {
     let (mut fx, v) = sync_vacancy(SynchronousMode::On, true, key("b", &["a"], 1));
