@@ -127,17 +127,8 @@ pub async fn run_store(store: &Store, spec: &AgentSpec, action: Action) -> Event
             quorum,
             base,
         } => {
-            let rec = keys::SyncRecord {
-                leader: spec.name.clone(),
-                sync_standby: members,
-                quorum,
-            };
-            let expect = base.map_or(Expect::Absent, Expect::ModRevision);
-            let guard = (keys::LEADER, spec.name.as_str(), lease);
-            match store
-                .put_guarded(keys::SYNC, &keys::encode(&rec), expect, guard)
-                .await
-            {
+            let op = keys::sync_write(&spec.name, members.clone(), quorum, base, lease);
+            match store.write_cas(op).await {
                 Ok(Ok(_)) => {
                     if quorum == 0 && spec.ha.sync.enabled() {
                         tracing::warn!(
@@ -150,7 +141,7 @@ pub async fn run_store(store: &Store, spec: &AgentSpec, action: Action) -> Event
                         );
                     } else {
                         tracing::info!(
-                            sync_standby = ?rec.sync_standby,
+                            sync_standby = ?members,
                             quorum,
                             "sync key written"
                         );

@@ -9,6 +9,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::consensus::types::{Expect, LeaseId, Op};
+
 /// Lease-bound: the member name of the current primary.
 pub const LEADER: &str = "leader";
 /// Lease-bound, one per member: `members/<name>` → [`MemberRecord`].
@@ -296,6 +298,32 @@ pub struct SyncRecord {
     pub sync_standby: Vec<String>,
     /// How many members of the set hold each acknowledged commit.
     pub quorum: u32,
+}
+
+/// The one way the `sync` key is written: `leader`'s record as a
+/// compare-and-set on `base` (absent when `None`), guarded on the `leader`
+/// key naming `leader` on `lease` ([`Op::PutGuarded`]), so a write sent
+/// while leading cannot land after the lease ended.
+pub fn sync_write(
+    leader: &str,
+    members: Vec<String>,
+    quorum: u32,
+    base: Option<u64>,
+    lease: LeaseId,
+) -> Op {
+    let record = SyncRecord {
+        leader: leader.to_string(),
+        sync_standby: members,
+        quorum,
+    };
+    Op::PutGuarded {
+        key: SYNC.to_string(),
+        value: encode(&record),
+        expect: base.map_or(Expect::Absent, Expect::ModRevision),
+        guard_key: LEADER.to_string(),
+        guard_value: leader.to_string(),
+        guard_lease: lease,
+    }
 }
 
 /// Decodes a record; a malformed value from the store is an error string,

@@ -166,27 +166,10 @@ impl Store {
         cas_result(resp)
     }
 
-    /// Writes `key` (no lease) if `expect` holds and `guard_key` still
-    /// holds `guard_value` on `guard_lease` ([`Op::PutGuarded`]).
-    pub async fn put_guarded(
-        &self,
-        key: &str,
-        value: &str,
-        expect: Expect,
-        guard: (&str, &str, LeaseId),
-    ) -> Result<Result<u64, Option<KeyValue>>, StoreError> {
-        let (guard_key, guard_value, guard_lease) = guard;
-        let resp = self
-            .write(Op::PutGuarded {
-                key: key.to_string(),
-                value: value.to_string(),
-                expect,
-                guard_key: guard_key.to_string(),
-                guard_value: guard_value.to_string(),
-                guard_lease,
-            })
-            .await?;
-        cas_result(resp)
+    /// Applies a compare-and-set `op` (e.g. [`keys::sync_write`]).
+    /// `Ok(Err(current))` is a failed compare with the key as it is now.
+    pub async fn write_cas(&self, op: Op) -> Result<Result<u64, Option<KeyValue>>, StoreError> {
+        cas_result(self.write(op).await?)
     }
 
     /// Deletes `key` if `expect` holds.

@@ -420,19 +420,7 @@ impl Sim {
                 quorum,
                 base,
             } => {
-                let rec = keys::SyncRecord {
-                    leader: name.clone(),
-                    sync_standby: members,
-                    quorum,
-                };
-                let op = Op::PutGuarded {
-                    key: keys::SYNC.to_string(),
-                    value: keys::encode(&rec),
-                    expect: base.map_or(Expect::Absent, Expect::ModRevision),
-                    guard_key: keys::LEADER.to_string(),
-                    guard_value: name,
-                    guard_lease: lease,
-                };
+                let op = keys::sync_write(&name, members, quorum, base, lease);
                 match self.commit(op).outcome {
                     Outcome::Done => Ok(Reply::Done),
                     _ => Err("the sync key changed, or we no longer hold the leader key".into()),
